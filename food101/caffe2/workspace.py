@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import Caffe2Error, MissingBlobError, closest
+from .compiled import CompiledNet, CompileOptions, is_compiled_type
 from .executor import PreparedNet, resolve_device
 
 DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless a seed is given
@@ -172,7 +173,11 @@ def RemoveBlob(name):
     _current.blobs.pop(str(name), None)
 
 
-def CreateNet(net, overwrite=False, input_blobs=None):
+def CreateNet(net, overwrite=False, input_blobs=None, compile=None):
+    """Prepare `net` once for RunNet.
+
+    compile: None (eager, unless NetDef.type is "compiled"), True, or a
+    `compiled.CompileOptions` to run the net as torch.compile'd graphs."""
     netdef = _as_netdef(net)
     for name in input_blobs or ():
         _current.blobs.setdefault(str(name), torch.empty(0))
@@ -184,7 +189,13 @@ def CreateNet(net, overwrite=False, input_blobs=None):
                           "pass overwrite=True to replace it" % (netdef.name, _current.name))
     copy = type(netdef)()
     copy.CopyFrom(netdef)  # later edits to the builder's proto don't change the created net
-    _current.nets[netdef.name] = PreparedNet(copy, _current)
+    if compile is None and is_compiled_type(netdef.type):
+        compile = True
+    if compile:
+        options = compile if isinstance(compile, CompileOptions) else CompileOptions()
+        _current.nets[netdef.name] = CompiledNet(copy, _current, options)
+    else:
+        _current.nets[netdef.name] = PreparedNet(copy, _current)
     return True
 
 
