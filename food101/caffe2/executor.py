@@ -286,8 +286,16 @@ class PreparedNet:
                 blobs[name] = value
             if step.index in captures:
                 for position, name in captures[step.index]:
-                    if name not in targets:
-                        targets[name] = result[position]
+                    if name in targets:
+                        continue
+                    value = result[position]
+                    if (isinstance(value, torch.Tensor) and value.is_floating_point()
+                            and not value.requires_grad):
+                        # e.g. StopGradient's output: Caffe2 still writes its gradient, and
+                        # the path stops there because this fresh leaf has no history.
+                        value = value.detach().requires_grad_(True)
+                        blobs[name] = value
+                    targets[name] = value
 
     def _run_backward(self, blobs, targets):
         bw = self.backward

@@ -1,0 +1,659 @@
+"""Building NetDefs from Python: caffe2.python.core on the food101 runtime.
+
+    net = core.Net("train")
+    net.AddExternalInput("data", "conv1_w", "conv1_b")
+    conv1 = net.Conv(["data", "conv1_w", "conv1_b"], "conv1", kernel=5)   # a BlobReference
+    relu1 = conv1.Relu([], "relu1")                                       # ops from a blob
+    xs = net.Split("relu1", 2, axis=1)          # an int: 2 auto-named outputs "train/Split:0", ":1"
+    grad_map = net.AddGradientOperators([loss])  # {BlobReference: BlobReference}
+
+`net.<OpType>(inputs, outputs, **args)` appends one OperatorDef: inputs/outputs are names,
+BlobReferences or lists of them (plain strings get the current NameScope prefix), keyword
+arguments become `Argument`s by Caffe2's `MakeArgument` rules, and `engine`, `device_option`,
+`name`, `control_input`, `random_seed` go to their OperatorDef fields. The op type must be
+registered (ops/registry.py), so a typo fails where the net is built, naming the closest types.
+
+Gradients differ from real Caffe2 by design: `AddGradientOperators` appends one
+`AutogradGradient` op (see executor.py) instead of one hand-written gradient op per forward op;
+the gradient blob names (`<blob>_grad`, `<loss>_autogen_grad`) are Caffe2's.
+"""
+import copy
+from collections import namedtuple
+
+import numpy as np
+from google.protobuf.message import Message
+
+from . import scope
+from .errors import UnknownOperatorError
+from .ops import registry
+from .proto import caffe2_pb2
+
+DataType = caffe2_pb2.TensorProto
+NameScope = scope.NameScope
+DeviceScope = scope.DeviceScope
+CurrentNameScope = scope.CurrentNameScope
+CurrentDeviceScope = scope.CurrentDeviceScope
+
+GradientSlice = namedtuple("GradientSlice", ["indices", "values"])
+
+_GPU_DEVICE_TYPES = frozenset({caffe2_pb2.CUDA, caffe2_pb2.HIP})
+
+
+def IsGPUDeviceType(device_type):
+    return device_type in _GPU_DEVICE_TYPES
+
+
+def IsOperator(op_type):
+    """True when `op_type` is a registered operator type."""
+    try:
+        registry.lookup(op_type)
+    except UnknownOperatorError:
+        return False
+    return True
+
+
+def IsOperatorWithEngine(op_type, engine):
+    # Engines select kernels in Caffe2; here every engine runs the op's one implementation.
+    return IsOperator(op_type)
+
+
+def _op_factory_or_error(op_type, net_name):
+    """Raise AttributeError (so hasattr() works) naming the net and the closest op types."""
+    if op_type.startswith("__"):
+        raise AttributeError(op_type)
+    try:
+        registry.lookup(op_type, net_name)
+    except UnknownOperatorError as e:
+        raise AttributeError("Method %s is not a registered operator (%s)" % (op_type, e)) from None
+
+
+def DeviceOption(device_type, device_id=0, random_seed=None, node_name=None, numa_node_id=None,
+                 extra_info=None):
+    """A caffe2_pb2.DeviceOption, e.g. DeviceOption(caffe2_pb2.CUDA, 0)."""
+    option = caffe2_pb2.DeviceOption()
+    option.device_type = device_type
+    option.device_id = device_id
+    if node_name is not None:
+        option.node_name = node_name
+    if random_seed is not None:
+        option.random_seed = random_seed
+    if numa_node_id is not None:
+        option.numa_node_id = numa_node_id
+    if extra_info is not None:
+        option.extra_info.extend(extra_info)
+    return option
+
+
+def device_option_equal(a, b, ignore_node_name=True, ignore_random_seed=True):
+    """Caffe2's core.device_option_equal: same device type and id."""
+    if not a or not b:
+        return a == b
+    if not ignore_node_name and a.node_name != b.node_name:
+        return False
+    if not ignore_random_seed and a.random_seed != b.random_seed:
+        return False
+    return a.device_type == b.device_type and a.device_id == b.device_id
+
+
+class BlobReference:
+    """The name of a blob, optionally tied to the net that produces it.
+
+    Compares and hashes like its name, so it can key dicts shared with plain strings.
+    `blob.Relu([], "y")` creates an op in the blob's net with the blob as first input.
+    """
+
+    def __init__(self, name, net=None):
+        if isinstance(name, bytes):
+            name = name.decode("utf-8")
+        self._name = name if isinstance(name, str) else str(name)
+        self._from_net = net
+        self.meta = {}  # helpers may attach information here, as in Caffe2
+
+    def __hash__(self):
+        return hash(self._name)
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return self._name == other
+        if isinstance(other, bytes):
+            return self._name == other.decode("utf-8")
+        if isinstance(other, BlobReference):
+            return self._name == other._name
+        return False
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __str__(self):
+        return self._name
+
+    def __repr__(self):
+        return 'BlobReference("%s")' % self._name
+
+    def __add__(self, other):
+        if not isinstance(other, str):
+            raise TypeError("cannot add %r to BlobReference %r: only strings" % (other, self._name))
+        return BlobReference(self._name + other, self._from_net)
+
+    def __radd__(self, other):
+        if not isinstance(other, str):
+            raise TypeError("cannot add BlobReference %r to %r: only strings" % (self._name, other))
+        return BlobReference(other + self._name, self._from_net)
+
+    def Net(self):
+        return self._from_net
+
+    def GetNameScope(self):
+        return self._name[:self._name.rfind(scope._NAMESCOPE_SEPARATOR) + 1]
+
+    def GetUnscopedName(self):
+        return self._name[self._name.rfind(scope._NAMESCOPE_SEPARATOR) + 1:]
+
+    def _CreateAndAddToNet(self, op_type, inputs=None, *args, **kwargs):
+        if inputs is None:
+            inputs = []
+        elif isinstance(inputs, (str, bytes, BlobReference)):
+            inputs = [inputs]
+        else:
+            inputs = list(inputs)
+        return getattr(self._from_net, op_type)([self] + inputs, *args, **kwargs)
+
+    def __getattr__(self, op_type):
+        if op_type.startswith("_"):
+            raise AttributeError(op_type)
+        if self._from_net is None:
+            raise AttributeError(
+                "blob %r has no net to create %s in: create the op from an explicit net object"
+                % (self._name, op_type))
+        _op_factory_or_error(op_type, self._from_net.Name())
+        return lambda *args, **kwargs: self._CreateAndAddToNet(op_type, *args, **kwargs)
+
+
+def ScopedName(name):
+    """`name` with the current NameScope prefix."""
+    if isinstance(name, bytes):
+        name = name.decode("ascii")
+    return scope.CurrentNameScope() + name
+
+
+def ScopedBlobReference(name, *args, **kwargs):
+    """A BlobReference to `name` inside the current NameScope."""
+    return BlobReference(ScopedName(name), *args, **kwargs)
+
+
+def _RectifyInputOutput(blobs, net=None):
+    """str / BlobReference / list of them -> list of BlobReference (strings get the scope)."""
+    if isinstance(blobs, (str, bytes)):
+        return [ScopedBlobReference(blobs, net=net)]
+    if isinstance(blobs, BlobReference):
+        return [blobs]
+    if isinstance(blobs, (list, tuple)):
+        rectified = []
+        for blob in blobs:
+            if isinstance(blob, (str, bytes)):
+                rectified.append(ScopedBlobReference(blob, net=net))
+            elif isinstance(blob, BlobReference):
+                rectified.append(blob)
+            else:
+                raise TypeError("I/O blob #%d is %r of type %s; expected a name or a BlobReference"
+                                % (len(rectified), blob, type(blob).__name__))
+        return rectified
+    raise TypeError("blobs must be a name, a BlobReference or a list of them, got %r of type %s"
+                    % (blobs, type(blobs).__name__))
+
+
+def _scalar(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def MakeArgument(key, value):
+    """A caffe2_pb2.Argument from a Python value, by the rules of Caffe2's utils.MakeArgument:
+    float -> f, int/bool -> i, str/bytes -> s, NetDef -> n, other protobuf -> s (serialized),
+    and lists of those -> floats / ints / strings / nets."""
+    argument = caffe2_pb2.Argument()
+    argument.name = key
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.float32:
+            argument.floats.extend(value.flatten().tolist())
+            return argument
+        value = value.flatten().tolist()
+    value = _scalar(value)
+    if isinstance(value, Net):
+        value = value.Proto()
+    if isinstance(value, float):
+        argument.f = value
+    elif isinstance(value, (bool, int)):
+        argument.i = int(value)
+    elif isinstance(value, bytes):
+        argument.s = value
+    elif isinstance(value, str):
+        argument.s = value.encode("utf-8")
+    elif isinstance(value, caffe2_pb2.NetDef):
+        argument.n.CopyFrom(value)
+    elif isinstance(value, Message):
+        argument.s = value.SerializeToString()
+    elif hasattr(value, "__iter__"):
+        items = [v.Proto() if isinstance(v, Net) else _scalar(v) for v in value]
+        if all(isinstance(v, (bool, int)) for v in items):
+            argument.ints.extend(int(v) for v in items)
+        elif all(isinstance(v, (float, int)) and not isinstance(v, bool) for v in items):
+            argument.floats.extend(float(v) for v in items)
+        elif all(isinstance(v, (str, bytes)) for v in items):
+            argument.strings.extend(v.encode("utf-8") if isinstance(v, str) else v for v in items)
+        elif all(isinstance(v, caffe2_pb2.NetDef) for v in items):
+            argument.nets.extend(items)
+        elif all(isinstance(v, Message) for v in items):
+            argument.strings.extend(v.SerializeToString() for v in items)
+        else:
+            raise ValueError("argument %r: cannot store a list mixing %s"
+                             % (key, sorted({type(v).__name__ for v in items})))
+    else:
+        raise ValueError("argument %r: cannot store %r of type %s"
+                         % (key, value, type(value).__name__))
+    return argument
+
+
+def CreateOperator(operator_type, inputs, outputs, name="", control_input=None,
+                   device_option=None, arg=None, engine=None, debug_info=None, **kwargs):
+    """One caffe2_pb2.OperatorDef; the device is `device_option`, else the current DeviceScope.
+
+    Keyword arguments whose value is None are left out (the op's default applies)."""
+    operator = caffe2_pb2.OperatorDef()
+    operator.type = operator_type
+    operator.name = name
+    operator.input.extend(str(i) for i in _RectifyInputOutput(inputs))
+    operator.output.extend(str(o) for o in _RectifyInputOutput(outputs))
+    if control_input:
+        operator.control_input.extend(str(i) for i in _RectifyInputOutput(control_input))
+    if device_option is not None:
+        operator.device_option.CopyFrom(device_option)
+    elif scope.CurrentDeviceScope() is not None:
+        operator.device_option.CopyFrom(scope.CurrentDeviceScope())
+    if engine is not None:
+        operator.engine = engine
+    if debug_info is not None:
+        operator.debug_info = debug_info
+    if "random_seed" in kwargs:  # lives in the device option, not in the arguments
+        operator.device_option.random_seed = kwargs.pop("random_seed")
+    if arg is not None:
+        operator.arg.extend(arg)
+    for key, value in kwargs.items():
+        if value is not None:
+            operator.arg.add().CopyFrom(MakeArgument(key, value))
+    return operator
+
+
+def InferBlobDevices(net):
+    """{blob: DeviceOption of the op that writes it} for every op output in `net`."""
+    mapping = {}
+    for op in _as_netdef(net).op:
+        for blob in op.output:
+            mapping[blob] = op.device_option
+    return mapping
+
+
+def InferOpBlobDevicesAsDict(op):
+    """({input: device}, {output: device}): every blob of a CPU/CUDA op lives on the op's device."""
+    return ({b: op.device_option for b in op.input}, {b: op.device_option for b in op.output})
+
+
+def _as_netdef(net):
+    return net.Proto() if isinstance(net, Net) else net
+
+
+def _get_blob_ref(name_or_ref):
+    return name_or_ref if isinstance(name_or_ref, BlobReference) else BlobReference(name_or_ref)
+
+
+class Net:
+    """A NetDef under construction (`Proto()` is the live caffe2_pb2.NetDef)."""
+
+    _net_names_used = set()
+
+    @staticmethod
+    def _get_next_net_name(basename):
+        """Net names are unique per process, as in Caffe2: "train", then "train_1", ..."""
+        name = basename
+        index = 1
+        while name in Net._net_names_used:
+            name = "%s_%d" % (basename, index)
+            index += 1
+        Net._net_names_used.add(name)
+        return name
+
+    def __init__(self, name_or_proto, inplace=False):
+        """From a name (a new empty net) or a NetDef (copied unless `inplace`)."""
+        self._registered_blob_names = set()
+        self._recreate_lookup_tables = False
+        self._op_outputs = set()
+        self._external_input_map = set()
+        self._next_blob_name_ids = {}
+        if isinstance(name_or_proto, caffe2_pb2.NetDef):
+            if inplace:
+                self._net = name_or_proto
+            else:
+                self._net = caffe2_pb2.NetDef()
+                self._net.CopyFrom(name_or_proto)
+            self._RecreateLookupTables()
+            self._next_name_index = self._first_free_autogen_index()
+            name = self._net.name
+        elif isinstance(name_or_proto, (str, BlobReference)):
+            self._net = caffe2_pb2.NetDef()
+            self._next_name_index = 0
+            name = str(name_or_proto)
+        else:
+            raise TypeError("Net() takes a name or a caffe2_pb2.NetDef, got %r" % (name_or_proto,))
+        self._net.name = Net._get_next_net_name(name)
+
+    def _first_free_autogen_index(self):
+        prefix = self._net.name + "_blob_"
+        used = [-1]
+        for op in self._net.op:
+            for blob in list(op.input) + list(op.output):
+                if blob.startswith(prefix) and blob[len(prefix):].isdigit():
+                    used.append(int(blob[len(prefix):]))
+        return max(used) + 1
+
+    # -- lookup tables: which blobs this net defines ------------------------------------------
+    def _RecreateLookupTables(self):
+        self._op_outputs = {o for op in self._net.op for o in op.output}
+        self._external_input_map = set(self._net.external_input)
+        self._recreate_lookup_tables = False
+
+    def _InvalidateLookupTables(self):
+        self._recreate_lookup_tables = True
+
+    def BlobIsDefined(self, blob):
+        """True if an op of this net writes `blob` or it is an external input."""
+        if self._recreate_lookup_tables:
+            self._RecreateLookupTables()
+        name = str(blob)
+        return name in self._op_outputs or name in self._external_input_map
+
+    def UsesBlob(self, blob):
+        name = str(blob)
+        return any(name in op.input or name in op.output for op in self._net.op)
+
+    def UsedBlobNames(self):
+        names = set()
+        for op in self._net.op:
+            names.update(op.input)
+            names.update(op.output)
+        return names
+
+    def GetBlobRef(self, blob_name):
+        """A BlobReference to a blob this net defines (KeyError otherwise)."""
+        blob_name = str(blob_name)
+        if not self.BlobIsDefined(blob_name):
+            raise KeyError("net %r does not define blob %r" % (self.Name(), blob_name))
+        return BlobReference(blob_name, self)
+
+    # -- identity and proto -------------------------------------------------------------------
+    def Name(self):
+        return self._net.name
+
+    def __str__(self):
+        return self.Name()
+
+    def __repr__(self):
+        return "<Net %r: %d ops>" % (self._net.name, len(self._net.op))
+
+    def Proto(self):
+        """The live NetDef. Editing it is allowed; lookups are rebuilt on next use."""
+        self._InvalidateLookupTables()
+        return self._net
+
+    def Const(self, array, blob_out=None, dtype=None):
+        """A GivenTensor*Fill op holding `array` (Caffe2's Net.Const)."""
+        array = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
+        fills = {np.dtype(np.float32): "GivenTensorFill",
+                 np.dtype(np.float64): "GivenTensorDoubleFill",
+                 np.dtype(np.int32): "GivenTensorIntFill",
+                 np.dtype(np.int64): "GivenTensorInt64Fill",
+                 np.dtype(np.bool_): "GivenTensorBoolFill"}
+        if array.dtype not in fills:
+            raise TypeError("Net.Const: no fill op for dtype %s" % array.dtype)
+        values = array.flatten().tolist()
+        return getattr(self, fills[array.dtype])([], blob_out or 1, shape=list(array.shape),
+                                                 values=values)
+
+    # -- names ----------------------------------------------------------------------------------
+    def NextName(self, prefix=None, output_id=None):
+        """An unused blob name: "<net>/<prefix>[_<n>][:<output_id>]", or "<net>_blob_<n>"."""
+        if prefix:
+            base = self._net.name + "/" + prefix
+            suffix = ":" + str(output_id) if output_id is not None else ""
+            name = base + suffix
+            key = name
+            index = self._next_blob_name_ids.get(key, 2)
+            while self.BlobIsDefined(str(ScopedBlobReference(name))):
+                name = base + "_" + str(index) + suffix
+                index += 1
+                self._next_blob_name_ids[key] = index
+        else:
+            name = self._net.name + "_blob_" + str(self._next_name_index)
+            self._next_name_index += 1
+        return str(name)
+
+    def NextBlob(self, prefix="unnamed"):
+        """A BlobReference no op defines and no earlier NextBlob returned."""
+        base = BlobReference(prefix)
+        blob = base
+        index = 0
+        while str(blob) in self._registered_blob_names or self.BlobIsDefined(blob):
+            blob = base + "_auto_" + str(index)
+            index += 1
+        self._registered_blob_names.add(str(blob))
+        return blob
+
+    def NextScopedBlob(self, prefix="unnamed"):
+        return self.NextBlob(ScopedName(prefix))
+
+    # -- external inputs and outputs ------------------------------------------------------------
+    def AddExternalInput(self, *inputs):
+        """Declare blobs the net reads from the workspace; returns their references."""
+        if not inputs:
+            raise ValueError("AddExternalInput needs at least one blob")
+        if self._recreate_lookup_tables:
+            self._RecreateLookupTables()
+        names = [str(i) for i in inputs]
+        for i, name in enumerate(names):
+            if name in self._external_input_map or name in names[:i]:
+                raise ValueError("net %r already has an external input named %r"
+                                 % (self.Name(), name))
+        self._net.external_input.extend(names)
+        self._external_input_map.update(names)
+        refs = [BlobReference(name, self) for name in names]
+        return refs[0] if len(refs) == 1 else refs
+
+    def AddExternalOutput(self, *outputs):
+        """Declare blobs the net leaves for the caller; each must be written by the net."""
+        for output in outputs:
+            if not self.BlobIsDefined(output):
+                raise ValueError("net %r: external output %r is not defined by the net"
+                                 % (self.Name(), str(output)))
+        self._net.external_output.extend(str(o) for o in outputs)
+        refs = [_get_blob_ref(str(o)) for o in outputs]
+        return refs[0] if len(refs) == 1 else refs
+
+    def AddExternalOutputs(self, *outputs):
+        return self.AddExternalOutput(*outputs)
+
+    def AddScopedExternalInputs(self, *inputs):
+        res = self.AddExternalInput(*[ScopedBlobReference(b) for b in inputs])
+        return res if isinstance(res, list) else [res]
+
+    def AddScopedExternalOutputs(self, *outputs):
+        res = self.AddExternalOutput(*[ScopedBlobReference(b) for b in outputs])
+        return res if isinstance(res, list) else [res]
+
+    @property
+    def external_inputs(self):
+        return [_get_blob_ref(x) for x in self._net.external_input]
+
+    @property
+    def external_outputs(self):
+        return [_get_blob_ref(x) for x in self._net.external_output]
+
+    # -- composing nets -------------------------------------------------------------------------
+    def _ExtendOps(self, new_ops):
+        self._net.op.extend(new_ops)
+        for op in new_ops:
+            self._op_outputs.update(op.output)
+
+    def AppendNet(self, net, device_option=None):
+        """Append the ops of `net` (a Net or NetDef) and merge its external inputs/outputs."""
+        other = _as_netdef(net)
+        if self._recreate_lookup_tables:
+            self._RecreateLookupTables()
+        for name in other.external_input:
+            if name not in self._net.external_input and name not in self._op_outputs:
+                self._net.external_input.append(name)
+                self._external_input_map.add(name)
+        self._net.external_output.extend(
+            [o for o in other.external_output if o not in self._net.external_output])
+        ops = list(other.op)
+        if device_option is not None:
+            ops = [copy.deepcopy(op) for op in ops]
+            for op in ops:
+                op.device_option.CopyFrom(device_option)
+        self._ExtendOps(ops)
+        return self
+
+    def Clone(self, name, blob_remap=None, op_id_mask=None, remap_funcs=None, keep_schema=True,
+              update_external_list=False):
+        """A copy named `name`, with blobs renamed by `blob_remap` and only the ops whose
+        indices are in `op_id_mask` (all by default)."""
+        blob_remap = {str(k): str(v) for k, v in (blob_remap or {}).items()}
+        remap_funcs = remap_funcs or {}
+        proto = self._net
+        new_proto = caffe2_pb2.NetDef()
+        new_proto.CopyFrom(proto)
+        new_proto.name = name
+        if op_id_mask is None:
+            op_id_mask = range(len(proto.op))
+
+        def remap_list(field):
+            renamed = [blob_remap.get(b, b) for b in field]
+            del field[:]
+            field.extend(renamed)
+
+        def remap_op(op):
+            new_op = caffe2_pb2.OperatorDef()
+            new_op.CopyFrom(op)
+            remap_list(new_op.input)
+            remap_list(new_op.output)
+            if new_op.type in remap_funcs:
+                remap_funcs[new_op.type](new_op, ("%s/" % name) if name else "", blob_remap)
+            return new_op
+
+        del new_proto.op[:]
+        new_proto.op.extend(remap_op(proto.op[i]) for i in op_id_mask)
+        remap_list(new_proto.external_input)
+        remap_list(new_proto.external_output)
+        new_net = Net(new_proto, inplace=True)
+        if update_external_list:
+            produced, used = [], set()
+            inputs = []
+            for op in new_proto.op:
+                for blob in op.input:
+                    if blob not in produced:
+                        if blob not in inputs:
+                            inputs.append(blob)
+                    else:
+                        used.add(blob)
+                for blob in op.output:
+                    if blob not in produced:
+                        produced.append(blob)
+            del new_proto.external_input[:]
+            del new_proto.external_output[:]
+            new_proto.external_input.extend(inputs)
+            new_proto.external_output.extend(b for b in produced if b not in used)
+            new_net._InvalidateLookupTables()
+        return new_net
+
+    def RunAllOnGPU(self, gpu_id=0, use_cudnn=False):
+        """Put the whole net on CUDA device `gpu_id` (the NetDef's device_option)."""
+        self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CUDA, gpu_id))
+        if use_cudnn:
+            for op in self._net.op:
+                op.engine = "CUDNN"
+
+    def RunAllOnCPU(self):
+        self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CPU))
+
+    # -- gradients ------------------------------------------------------------------------------
+    def AddGradientOperators(self, ys, skip=0):
+        """Append what computes d(ys)/d(blob) for every blob the losses depend on.
+
+        ys: a list of loss blobs (each seeded with a 1.0 fill, `<y>_autogen_grad`), or a dict
+        {loss: gradient blob fed by the caller, or None for the 1.0 fill}.
+        skip: the first `skip` ops get no gradients (data preparation).
+        Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included.
+        """
+        from .executor import add_gradient_ops
+        if isinstance(ys, (str, bytes, BlobReference)):
+            ys = [ys]
+        if isinstance(ys, dict):
+            seeds = {}
+            fills = []
+            for y, g in ys.items():
+                if g is None:
+                    g = str(y) + "_autogen_grad"
+                    fill = CreateOperator("ConstantFill", [y], [g], value=1.0)
+                    fill.is_gradient_op = True
+                    fills.append(fill)
+                seeds[str(y)] = str(g)
+            self._ExtendOps(fills)
+            request = seeds
+        else:
+            request = [str(y) for y in ys]
+        if skip:
+            # build the gradient ops over the ops after `skip` only, then append them here
+            view = caffe2_pb2.NetDef()
+            view.CopyFrom(self._net)
+            del view.op[:]
+            view.op.extend(self._net.op[skip:])
+            before = len(view.op)
+            grad_map = add_gradient_ops(view, request)
+            self._ExtendOps(list(view.op[before:]))
+        else:
+            before = len(self._net.op)
+            grad_map = add_gradient_ops(self._net, request)
+            self._op_outputs.update(o for op in self._net.op[before:] for o in op.output)
+        return {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
+
+    # -- op creation ----------------------------------------------------------------------------
+    def _CreateAndAddToSelf(self, op_type, inputs, outputs=None, **kwargs):
+        inputs = _RectifyInputOutput(inputs)
+        for blob in inputs:
+            if not self.BlobIsDefined(blob):
+                self.AddExternalInput(blob)
+        if outputs is None:
+            outputs = self.NextName(prefix=op_type)
+        elif isinstance(outputs, int) and not isinstance(outputs, bool):
+            outputs = [self.NextName(prefix=op_type, output_id=i) for i in range(outputs)]
+        outputs = _RectifyInputOutput(outputs, net=self)
+        op = CreateOperator(op_type, inputs, outputs, **kwargs)
+        self._ExtendOps([op])
+        if len(op.output) == 0:
+            return None
+        if len(op.output) == 1:
+            return BlobReference(op.output[0], self)
+        return tuple(BlobReference(o, self) for o in op.output)
+
+    def __getattr__(self, op_type):
+        if op_type.startswith("_"):
+            raise AttributeError(op_type)
+        _op_factory_or_error(op_type, self._net.name)
+        return lambda *args, **kwargs: self._CreateAndAddToSelf(op_type, *args, **kwargs)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(registry.registered_types()))
+
+
+__all__ = [
+    "BlobReference", "CreateOperator", "DataType", "DeviceOption", "DeviceScope", "GradientSlice",
+    "InferBlobDevices", "IsGPUDeviceType", "IsOperator", "MakeArgument", "NameScope", "Net",
+    "ScopedBlobReference", "ScopedName", "caffe2_pb2",
+]

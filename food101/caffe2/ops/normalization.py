@@ -1,0 +1,57 @@
+"""Normalization: SpatialBN (batch normalization) and LRN (local response normalization).
+
+SpatialBN, as Caffe2 runs it:
+- is_test=1: Y = (X - mean) / sqrt(var + epsilon) * scale + bias with the given statistics;
+- is_test=0: Y uses the batch mean and *biased* batch variance; the op also returns the new
+  running statistics, running = momentum * running + (1 - momentum) * batch (the variance
+  biased too), and the saved batch mean and 1 / sqrt(batch var + epsilon). Nets name the
+  running-stat outputs like the inputs (in place); the executor rebinds them. The running
+  statistics carry no gradient.
+"""
+import torch
+import torch.nn.functional as F
+
+from ..errors import enforce
+from .common import channels_first, check_order, restore_order
+from .registry import operator
+
+
+@operator("SpatialBN", grad_inputs=(0, 1, 2))
+def spatial_bn(X, scale, bias, mean, var, *, is_test=0, epsilon=1e-5, momentum=0.9,
+               order="NCHW"):
+    """Y (is_test=1), or (Y, running_mean, running_var, saved_mean, saved_inv_std)."""
+    check_order(order)
+    enforce(X.dim() >= 2, "X must be N x C x ..., got shape %s" % list(X.shape))
+    x = channels_first(X, order)
+    channels = x.shape[1]
+    for name, param in (("scale", scale), ("bias", bias), ("mean", mean), ("var", var)):
+        enforce(param.numel() == channels, "%s has %d values; X %s (%s) has %d channels"
+                % (name, param.numel(), list(X.shape), order, channels))
+    if is_test:
+        Y = F.batch_norm(x, mean.reshape(-1), var.reshape(-1), scale.reshape(-1),
+                         bias.reshape(-1), False, 0.0, epsilon)
+        return restore_order(Y, order)
+    with torch.no_grad():
+        dims = [0] + list(range(2, x.dim()))
+        batch_var, batch_mean = torch.var_mean(x.float(), dim=dims, unbiased=False)
+        running_mean = mean * momentum + batch_mean.reshape(mean.shape).to(mean.dtype) * (1 - momentum)
+        running_var = var * momentum + batch_var.reshape(var.shape).to(var.dtype) * (1 - momentum)
+        saved_inv_std = torch.rsqrt(batch_var + epsilon)
+    Y = F.batch_norm(x, None, None, scale.reshape(-1), bias.reshape(-1), True, 0.0, epsilon)
+    return restore_order(Y, order), running_mean, running_var, batch_mean, saved_inv_std
+
+
+@operator("LRN")
+def lrn(X, *, size=0, alpha=0.0, beta=0.0, bias=1.0, order="NCHW"):
+    """(Y, scale): scale = bias + alpha / size * (sum of X^2 over `size` neighbouring channels,
+    (size - 1) // 2 before), Y = X * scale^-beta (Caffe2's and Caffe's across-channel LRN)."""
+    check_order(order)
+    enforce(size > 0, "LRN needs a positive `size`, got %r" % (size,))
+    enforce(X.dim() == 4, "LRN needs a 4-D X, got shape %s" % list(X.shape))
+    x = channels_first(X, order)
+    before = (size - 1) // 2
+    squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, before, size - 1 - before))
+    window_mean = F.avg_pool3d(squares, (size, 1, 1), stride=1).squeeze(1)
+    scale = bias + alpha * window_mean
+    Y = x * scale.pow(-beta)
+    return restore_order(Y, order), restore_order(scale, order)

@@ -1,0 +1,92 @@
+"""Parameter updates: WeightedSum (plain SGD), MomentumSGD(Update), Adam.
+
+Caffe2 writes these outputs in place (param, momentum, moments); here each op returns the new
+tensors and the executor rebinds the blob names, so no input is ever mutated. The learning
+rate is a one-element blob (LearningRate's output), read on the device without a host sync.
+
+Sign conventions, exactly as in Caffe2:
+    WeightedSum([param, ONE, grad, LR])   param + LR * grad          (LR negative for descent)
+    MomentumSGDUpdate                      param - (LR * grad + momentum * m)   (LR positive)
+    Adam                                   param + LR * correction * m1 / (sqrt(m2) + eps)
+                                           (LR negative, as Caffe2's AdamOptimizer passes it)
+No update op has a gradient.
+"""
+import math
+
+import torch
+
+from ..errors import enforce
+from .registry import operator
+
+
+def _scalar(blob, name, op):
+    is_tensor = isinstance(blob, torch.Tensor)
+    enforce(is_tensor and blob.numel() == 1, "%s: %s must hold exactly one value, got %s"
+            % (op, name, "shape %s" % list(blob.shape) if is_tensor else type(blob).__name__))
+    return blob.reshape(())
+
+
+def _same_size(a, b, name_a, name_b, op):
+    enforce(a.numel() == b.numel(), "%s: %s %s and %s %s must have the same number of elements"
+            % (op, name_a, list(a.shape), name_b, list(b.shape)))
+
+
+@operator("WeightedSum", grad_inputs=())
+def weighted_sum(*inputs):
+    """X0 * w0 + X1 * w1 + ...: inputs alternate tensors and one-element weights."""
+    enforce(len(inputs) >= 2 and len(inputs) % 2 == 0,
+            "WeightedSum: inputs must be pairs (X0, w0, X1, w1, ...), got %d" % len(inputs))
+    X0 = inputs[0]
+    total = X0 * _scalar(inputs[1], "weight 0", "WeightedSum")
+    for i in range(2, len(inputs), 2):
+        X = inputs[i]
+        enforce(X.shape == X0.shape, "WeightedSum: X%d has shape %s, X0 has %s"
+                % (i // 2, list(X.shape), list(X0.shape)))
+        weight = _scalar(inputs[i + 1], "weight %d" % (i // 2), "WeightedSum")
+        total = torch.addcmul(total, X, weight)
+    return total.to(X0.dtype)
+
+
+def _momentum_step(grad, momentum_blob, lr, momentum, nesterov, op):
+    _same_size(grad, momentum_blob, "grad", "momentum", op)
+    lr = _scalar(lr, "lr", op)
+    if not nesterov:
+        update = lr * grad + momentum * momentum_blob
+        return update, update
+    new_momentum = momentum * momentum_blob + lr * grad
+    update = (1 + momentum) * new_momentum - momentum * momentum_blob
+    return update, new_momentum
+
+
+@operator("MomentumSGDUpdate", grad_inputs=())
+def momentum_sgd_update(grad, momentum_blob, lr, param, *, momentum=0.0, nesterov=0):
+    """-> (grad_out, momentum, param). Plain: m' = lr * g + mu * m, step = m'.
+    Nesterov: m' = mu * m + lr * g, step = (1 + mu) * m' - mu * m. param' = param - step."""
+    _same_size(grad, param, "grad", "param", "MomentumSGDUpdate")
+    update, new_momentum = _momentum_step(grad, momentum_blob, lr, momentum, nesterov,
+                                          "MomentumSGDUpdate")
+    return update, new_momentum, param - update.reshape(param.shape)
+
+
+@operator("MomentumSGD", grad_inputs=())
+def momentum_sgd(grad, momentum_blob, lr, *, momentum=0.0, nesterov=0):
+    """MomentumSGDUpdate without the param: -> (grad_out, momentum)."""
+    return _momentum_step(grad, momentum_blob, lr, momentum, nesterov, "MomentumSGD")
+
+
+@operator("Adam", grad_inputs=())
+def adam(param, moment_1, moment_2, grad, lr, ITER, *, beta1=0.9, beta2=0.999, epsilon=1e-5):
+    """-> (param, moment_1, moment_2, effective_grad). With t = ITER + 1:
+    m1' = b1 m1 + (1 - b1) g,  m2' = b2 m2 + (1 - b2) g^2,
+    param' = param + lr * sqrt(1 - b2^t) / (1 - b1^t) * m1' / (sqrt(m2') + eps)."""
+    for blob, name in ((moment_1, "moment_1"), (moment_2, "moment_2"), (param, "param")):
+        _same_size(grad, blob, "grad", name, "Adam")
+    enforce(isinstance(ITER, torch.Tensor) and ITER.numel() == 1 and not ITER.is_floating_point(),
+            "Adam: input 5 must be the int64 iteration counter")
+    t = int(ITER.reshape(-1)[0]) + 1
+    correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+    new_m1 = moment_1 * beta1 + grad * (1 - beta1)
+    new_m2 = moment_2 * beta2 + grad * grad * (1 - beta2)
+    step = correction * new_m1 / (new_m2.sqrt() + epsilon)
+    new_param = param + _scalar(lr, "lr", "Adam") * step.reshape(param.shape)
+    return new_param, new_m1, new_m2, step

@@ -1,0 +1,126 @@
+"""Max and average pooling (Caffe2's MaxPool, AveragePool; 1-D to 3-D, NCHW or NHWC).
+
+Geometry comes from conv_pool_base (legacy_pad=3 gives Caffe's ceil-mode sizes, as the Model
+Zoo nets translated from Caffe use). Caffe2 semantics kept exactly:
+- AveragePool divides by the number of *input* elements under the window, padding excluded
+  (`count_include_pad=1` divides by the whole window, padding included);
+- MaxPool's gradient goes to every input equal to the window's max, ties included
+  (common.with_max_gradient); without autograd the plain torch kernel runs.
+"""
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import enforce
+from .common import channels_first, restore_order, with_max_gradient
+from .conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
+from .registry import operator
+
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def _window(X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling):
+    enforce(X.dim() >= 3, "pooling needs an N x C x spatial... input, got shape %s" % list(X.shape))
+    x = channels_first(X, order)
+    sizes = tuple(x.shape[2:])
+    kernels, heads, tails, _ = resolve_window(sizes, kernels, strides, pads, dilations,
+                                              legacy_pad, global_pooling)
+    if global_pooling:
+        strides, dilations = (1,) * len(sizes), (1,) * len(sizes)
+    return x, kernels, strides, heads, tails, dilations
+
+
+@operator("MaxPool", prepare=window_arguments, aliases=("MaxPool1D", "MaxPool2D", "MaxPool3D"))
+def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy_pad=NOTSET,
+             global_pooling=0, order="NCHW",
+             # folded into kernels/strides/pads/dilations by window_arguments
+             kernel=None, kernel_h=None, kernel_w=None, stride=None, stride_h=None, stride_w=None,
+             pad=None, pad_t=None, pad_l=None, pad_b=None, pad_r=None,
+             dilation=None, dilation_h=None, dilation_w=None):
+    """The max of each window."""
+    x, kernels, strides, heads, tails, dilations = _window(
+        X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling)
+    ndim = len(kernels)
+    if global_pooling:
+        dims = tuple(range(2, x.dim()))
+        with torch.no_grad():
+            Y = x.amax(dim=dims, keepdim=True)
+        return restore_order(with_max_gradient(Y, [x], reduce_dims=dims), order)
+    spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
+    if not x.requires_grad and heads == tails and all(2 * h <= s for h, s in zip(heads, spans)):
+        Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations)  # torch pads with -inf itself
+        return restore_order(Y, order)
+    if any(heads) or any(tails):
+        x = F.pad(x, pad_widths(heads, tails), value=float("-inf"))
+    if not x.requires_grad:
+        return restore_order(_MAX_POOL[ndim](x, kernels, strides, 0, dilations), order)
+    Y = _TiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(dilations))
+    return restore_order(Y, order)
+
+
+def _window_taps(x, out_sizes, kernels, strides, dilations):
+    """For each kernel offset, the input elements it covers in every window (output-shaped)."""
+    for offset in itertools.product(*(range(k) for k in kernels)):
+        index = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                      for o, d, n, s in zip(offset, dilations, out_sizes, strides))
+        yield (slice(None), slice(None)) + index
+
+
+class _TiedMaxPool(torch.autograd.Function):
+    """torch's max-pool kernel forward; Caffe2's MaxPoolGradient backward: dY goes in full to
+    every input equal to its window's max (torch's own backward picks one). The tie rule is
+    paid for in backward only, on output-sized slices, one per kernel offset."""
+
+    @staticmethod
+    def forward(ctx, x, kernels, strides, dilations):
+        Y = _MAX_POOL[len(kernels)](x, kernels, strides, 0, dilations)
+        ctx.save_for_backward(x, Y)
+        ctx.geometry = kernels, strides, dilations
+        return Y
+
+    @staticmethod
+    def backward(ctx, dY):
+        x, Y = ctx.saved_tensors
+        kernels, strides, dilations = ctx.geometry
+        dX = torch.zeros_like(x)
+        for index in _window_taps(x, Y.shape[2:], kernels, strides, dilations):
+            dX[index] += dY * (x[index] == Y)
+        return dX, None, None, None
+
+
+@operator("AveragePool", prepare=window_arguments,
+          aliases=("AveragePool1D", "AveragePool2D", "AveragePool3D"))
+def average_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy_pad=NOTSET,
+                 global_pooling=0, order="NCHW", count_include_pad=0,
+                 # folded into kernels/strides/pads/dilations by window_arguments
+                 kernel=None, kernel_h=None, kernel_w=None, stride=None, stride_h=None,
+                 stride_w=None, pad=None, pad_t=None, pad_l=None, pad_b=None, pad_r=None,
+                 dilation=None, dilation_h=None, dilation_w=None):
+    """The mean of each window, over the input elements it covers (padding excluded)."""
+    x, kernels, strides, heads, tails, dilations = _window(
+        X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling)
+    if global_pooling:
+        return restore_order(x.mean(dim=tuple(range(2, x.dim())), keepdim=True), order)
+    enforce(all(d == 1 for d in dilations), "AveragePool does not support dilation, got %s"
+            % list(dilations))
+    lifted = len(kernels) == 1  # torch has no divisor_override for 1-D: pool 1-D as N x C x L x 1
+    if lifted:
+        x = x.unsqueeze(-1)
+        kernels, strides, heads, tails = kernels + (1,), strides + (1,), heads + (0,), tails + (0,)
+    pool = _AVG_POOL[len(kernels)]
+    if heads == tails and all(2 * h <= k for h, k in zip(heads, kernels)):
+        Y = pool(x, kernels, strides, heads, count_include_pad=bool(count_include_pad))
+    else:
+        widths = pad_widths(heads, tails)
+        if count_include_pad:
+            Y = pool(F.pad(x, widths), kernels, strides)
+        else:
+            sums = pool(F.pad(x, widths), kernels, strides, divisor_override=1)
+            ones = x.new_ones((1, 1) + tuple(x.shape[2:]))
+            counts = pool(F.pad(ones, widths), kernels, strides, divisor_override=1)
+            Y = sums / counts
+    if lifted:
+        Y = Y.squeeze(-1)
+    return restore_order(Y, order)

@@ -1,0 +1,489 @@
+"""Optimizers: the update ops appended to a model after AddGradientOperators
+(caffe2.python.optimizer).
+
+    model.AddGradientOperators([loss])
+    optimizer.add_weight_decay(model, 5e-4)                 # grad += 5e-4 * param, WEIGHT params
+    optimizer.build_sgd(model, base_learning_rate=0.01, policy="step", stepsize=4, gamma=0.5,
+                        momentum=0.9)                       # Nesterov momentum by default
+
+What build_sgd adds, with Caffe2's blob names (N = the optimizer's instance number):
+
+    param_init_net: optimizer_iteration (int64 0, CPU), iteration_mutex, ONE_<dev>_<id>,
+                    <param>_momentum (zeros like the param)
+    net:            AtomicIter(iteration_mutex, optimizer_iteration)
+                    LearningRate(optimizer_iteration) -> SgdOptimizer_N_lr_cpu
+                    MomentumSGDUpdate(grad, momentum, lr, param) -> grad, momentum, param
+                    (without momentum: WeightedSum(param, ONE, grad, lr) -> param)
+
+Sign convention: `base_learning_rate` is positive. The LearningRate op gets
+base_lr = -base_learning_rate when the update is a WeightedSum (param + lr * grad must descend)
+and +base_learning_rate for MomentumSGDUpdate, which subtracts itself. Any extra keyword
+(stepsize, gamma, power, max_iter, num_iter, start_multiplier, ...) goes to the LearningRate op.
+
+Only parameters with a gradient are updated (`model.GetOptimizationParamInfo()`); blobs that are
+not registered params (a frozen backbone) get no update ops at all. Instance numbers count per
+class for the whole process, as in Caffe2; `reset_optimizer_instance_count()` restarts them.
+"""
+from collections import defaultdict, namedtuple
+
+import numpy as np
+
+from . import core, scope
+from .modeling import parameter_info
+from .proto import caffe2_pb2
+
+OPTIMIZER_ITERATION_NAME = "optimizer_iteration"
+ITERATION_MUTEX_NAME = "iteration_mutex"
+_LEARNING_RATE_INJECTION = "lr_injection"
+
+AuxOptimizerParams = namedtuple("AuxOptimizerParams", ["local", "shared"])
+_optimizer_instance_count = defaultdict(int)
+
+
+def reset_optimizer_instance_count():
+    """Restart the per-class instance numbers (SgdOptimizer_0_lr_cpu again)."""
+    _optimizer_instance_count.clear()
+
+
+def BuildUniqueMutexIter(init_net, net, iter=None, iter_mutex=None, iter_val=0):
+    """The shared iteration counter: created once (on CPU) in init_net, advanced by an
+    AtomicIter in net; later calls return the existing blob."""
+    iter = iter if iter is not None else OPTIMIZER_ITERATION_NAME
+    iter_mutex = iter_mutex if iter_mutex is not None else ITERATION_MUTEX_NAME
+    if init_net.BlobIsDefined(iter):
+        return init_net.GetBlobRef(iter)
+    with core.DeviceScope(core.DeviceOption(caffe2_pb2.CPU)):
+        iteration = init_net.ConstantFill([], iter, shape=[1], value=iter_val,
+                                          dtype=core.DataType.INT64)
+        mutex = init_net.CreateMutex([], [iter_mutex])
+        net.AtomicIter([mutex, iteration], [iteration])
+    return iteration
+
+
+class Optimizer:
+    """Adds the update ops of one parameter: `optimizer(net, param_init_net, param_info)`."""
+
+    def __init__(self):
+        self._aux_params = AuxOptimizerParams(local=[], shared=[])
+        self._instance_num = _optimizer_instance_count[type(self).__name__]
+        _optimizer_instance_count[type(self).__name__] += 1
+        self._lr_multiplier = None
+        self._local_lr_multiplier = None
+        self._local_lr_multiplier_on_gpu = False
+
+    def __call__(self, net, param_init_net, param, grad=None):
+        if grad is None:
+            if not isinstance(param, parameter_info.ParameterInfo) or param.grad is None:
+                raise ValueError("optimizer: pass a ParameterInfo with .grad, or param and grad")
+            param_info = param
+        else:
+            if isinstance(param, str):
+                param = core.BlobReference(param)
+            param_info = parameter_info.ParameterInfo(param_id=None, param=param, grad=grad)
+        self._run(net, param_init_net, param_info)
+
+    def _run(self, net, param_init_net, param_info):
+        raise NotImplementedError
+
+    def get_cpu_blob_name(self, base_str, node_name=""):
+        return "%s_%d_%s%s_cpu" % (type(self).__name__, self._instance_num, base_str, node_name)
+
+    def get_gpu_blob_name(self, base_str, gpu_id, node_name):
+        return "%s_%d_%s%s_gpu%d" % (type(self).__name__, self._instance_num, base_str,
+                                     node_name, gpu_id)
+
+    def make_unique_blob_name(self, base_str):
+        """A name unique to this optimizer instance and the current device."""
+        current = scope.CurrentDeviceScope()
+        if current is None:
+            return self.get_cpu_blob_name(base_str)
+        if core.IsGPUDeviceType(current.device_type):
+            return self.get_gpu_blob_name(base_str, current.device_id, current.node_name)
+        return self.get_cpu_blob_name(base_str, current.node_name)
+
+    def build_lr(self, net, param_init_net, base_learning_rate, learning_rate_blob=None,
+                 policy="fixed", iter_val=0, **kwargs):
+        """The LearningRate op (once per optimizer and device) fed by the shared iteration.
+
+        The op's base_lr is -base_learning_rate: optimizers pass the value whose negation is
+        what their update op needs."""
+        if learning_rate_blob is None:
+            learning_rate_blob = self.make_unique_blob_name("lr")
+        iteration = BuildUniqueMutexIter(param_init_net, net, iter_val=iter_val)
+        if not net.BlobIsDefined(learning_rate_blob):
+            lr = net.LearningRate([iteration], learning_rate_blob, base_lr=-base_learning_rate,
+                                  policy=policy, **kwargs)
+        else:
+            lr = net.GetBlobRef(learning_rate_blob)
+        if self._lr_multiplier is not None:
+            lr = net.Mul([lr, self._lr_multiplier], self.make_unique_blob_name("scaled_lr"),
+                         broadcast=1)
+        if self._local_lr_multiplier is not None:
+            lr = net.Mul([lr, self._local_lr_multiplier],
+                         self.make_unique_blob_name("local_scaled_lr"), broadcast=1)
+        return lr, iteration
+
+    def add_lr_multiplier(self, lr_multiplier):
+        """Scale every learning rate this optimizer builds from now on by a blob."""
+        self._lr_multiplier = lr_multiplier
+
+    def _add_local_lr_multiplier(self, local_lr_multiplier, is_gpu_blob=False):
+        self._local_lr_multiplier = local_lr_multiplier
+        self._local_lr_multiplier_on_gpu = is_gpu_blob
+
+    def _clear_local_lr_multiplier(self):
+        self._local_lr_multiplier = None
+        self._local_lr_multiplier_on_gpu = False
+
+    @staticmethod
+    def dedup(net, sparse_dedup_aggregator, grad):
+        if not isinstance(grad, core.GradientSlice):
+            raise TypeError("dedup works on sparse gradients (GradientSlice), got %r" % (grad,))
+        if sparse_dedup_aggregator:
+            return net.DeduplicateGradientSlices(grad, aggregator=sparse_dedup_aggregator)
+        return grad
+
+    def get_auxiliary_parameters(self):
+        """AuxOptimizerParams(local=[per-param state such as momentum], shared=[ONE, iter])."""
+        return self._aux_params
+
+    def scale_learning_rate(self, *args, **kwargs):
+        raise NotImplementedError("%s does not support scale_learning_rate" % type(self).__name__)
+
+
+def _check_positive_lr(optimizer_name, value):
+    if value < 0:
+        raise ValueError(
+            "%s: base_learning_rate must be positive (got %r); the sign for descent is applied "
+            "inside (LearningRate gets base_lr=-base_learning_rate for WeightedSum updates)"
+            % (optimizer_name, value))
+
+
+def _one_blob(param_init_net, with_node_name=True):
+    dev = scope.CurrentDeviceScope()
+    if dev is None:
+        dev = core.DeviceOption(caffe2_pb2.CPU)
+    name = "ONE_%d_%d%s" % (dev.device_type, dev.device_id, dev.node_name if with_node_name else "")
+    return param_init_net.ConstantFill([], name, shape=[1], value=1.0)
+
+
+class SgdOptimizer(Optimizer):
+    """SGD, optionally with momentum (Nesterov unless nesterov=0, as Caffe2's default)."""
+
+    def __init__(self, base_learning_rate=0.01, policy="fixed", momentum=0.0, nesterov=1,
+                 sparse_dedup_aggregator=None, lars=None, **kwargs):
+        super().__init__()
+        self.base_learning_rate = base_learning_rate
+        self.policy = policy
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.sparse_dedup_aggregator = sparse_dedup_aggregator
+        self.lars = lars
+        self.init_kwargs = kwargs
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.base_learning_rate == 0:
+            return
+        _check_positive_lr(type(self).__name__, self.base_learning_rate)
+        self._clear_local_lr_multiplier()
+        if self.lars is not None:
+            raise NotImplementedError("SgdOptimizer(lars=...) is not supported")
+        # WeightedSum adds lr * grad, so its lr must be negative; MomentumSGDUpdate subtracts
+        lr_sign = -1 if self.momentum else 1
+        lr, _ = self.build_lr(net, param_init_net,
+                              base_learning_rate=self.base_learning_rate * lr_sign,
+                              policy=self.policy, **self.init_kwargs)
+        one = _one_blob(param_init_net)
+        self._aux_params.shared.append(one)
+        if self.momentum > 0:
+            momentum_data = param_init_net.ConstantFill(param, str(param) + "_momentum", value=0.)
+            self._aux_params.local.append(momentum_data)
+        if isinstance(grad, core.GradientSlice):
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            if self.momentum > 0.:
+                net.SparseMomentumSGDUpdate(
+                    [grad.values, momentum_data, lr, param, grad.indices],
+                    [grad.values, momentum_data, param],
+                    momentum=self.momentum, nesterov=self.nesterov)
+            else:
+                net.ScatterWeightedSum([param, one, grad.indices, grad.values, lr], param)
+        elif self.momentum > 0.:
+            net.MomentumSGDUpdate([grad, momentum_data, lr, param], [grad, momentum_data, param],
+                                  momentum=self.momentum, nesterov=self.nesterov)
+        else:
+            net.WeightedSum([param, one, grad, lr], param)
+
+    def scale_learning_rate(self, scale):
+        self.base_learning_rate *= scale
+
+
+class MultiPrecisionSgdOptimizer(SgdOptimizer):
+    """Momentum SGD of float16 params through their float32 master copies (params created with
+    PseudoFP16Initializer); plain float32 params get ordinary SGD."""
+
+    def __init__(self, base_learning_rate=0.1, momentum=0.0, policy="fixed", nesterov=1,
+                 sparse_dedup_aggregator=None, **kwargs):
+        super().__init__(base_learning_rate=base_learning_rate, policy=policy, momentum=momentum,
+                         nesterov=nesterov, sparse_dedup_aggregator=sparse_dedup_aggregator,
+                         **kwargs)
+
+    def _run(self, net, param_init_net, param_info):
+        param = param_info.blob
+        param_fp32 = (param_info.blob_copy[core.DataType.FLOAT]
+                      if param_info.blob_copy is not None else None)
+        if param_fp32 is None:
+            return SgdOptimizer._run(self, net, param_init_net, param_info)
+        grad = param_info.grad
+        if self.base_learning_rate == 0:
+            return
+        _check_positive_lr(type(self).__name__, self.base_learning_rate)
+        if isinstance(grad, core.GradientSlice):
+            raise ValueError("MultiPrecisionSgd does not support sparse gradients (%s)" % param)
+        lr, _ = self.build_lr(net, param_init_net, base_learning_rate=-self.base_learning_rate,
+                              policy=self.policy, **self.init_kwargs)
+        momentum_data = param_init_net.ConstantFill(param_fp32, str(param) + "_momentum",
+                                                    value=0.)
+        self._aux_params.local.append(momentum_data)
+        grad_fp32 = net.HalfToFloat(grad, grad + "_fp32")
+        net.MomentumSGDUpdate([grad_fp32, momentum_data, lr, param_fp32],
+                              [grad_fp32, momentum_data, param_fp32],
+                              momentum=self.momentum, nesterov=self.nesterov)
+        net.FloatToHalf(param_fp32, param)
+
+
+class WeightDecayBuilder(Optimizer):
+    """grad = 1 * grad + weight_decay * param (L2 regularization), applied before the update."""
+
+    def __init__(self, weight_decay):
+        # no instance number: weight decay blobs are named by device only (wd_0_0)
+        self.weight_decay = weight_decay
+        self._aux_params = AuxOptimizerParams(local=[], shared=[])
+        self._lr_multiplier = None
+        self._local_lr_multiplier = None
+
+    def _run(self, net, param_init_net, param_info):
+        dev = scope.CurrentDeviceScope()
+        if dev is None:
+            dev = core.DeviceOption(caffe2_pb2.CPU)
+        one = _one_blob(param_init_net, with_node_name=False)
+        wd = param_init_net.ConstantFill([], "wd_%d_%d" % (dev.device_type, dev.device_id),
+                                         shape=[1], value=self.weight_decay)
+        if isinstance(param_info.grad, core.GradientSlice):
+            raise ValueError("weight decay does not support sparse gradients (%s)"
+                             % param_info.name)
+        net.WeightedSum([param_info.grad, one, param_info.blob, wd], param_info.grad)
+
+
+class AdagradOptimizer(Optimizer):
+    """Adagrad on dense gradients."""
+
+    def __init__(self, alpha=0.01, epsilon=1e-4, decay=1, policy="fixed",
+                 sparse_dedup_aggregator=None, engine="", **kwargs):
+        super().__init__()
+        self.alpha = alpha
+        self.epsilon = epsilon
+        self.decay = decay
+        self.policy = policy
+        self.sparse_dedup_aggregator = sparse_dedup_aggregator
+        self.engine = engine
+        self.init_kwargs = kwargs
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            return
+        lr, _ = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
+                              policy=self.policy, **self.init_kwargs)
+        squared_sum = param_init_net.ConstantFill([param], str(param) + "_squared_sum", value=0.0)
+        self._aux_params.local.append(squared_sum)
+        if isinstance(grad, core.GradientSlice):
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            net.SparseAdagrad([param, squared_sum, grad.indices, grad.values, lr],
+                              [param, squared_sum], epsilon=self.epsilon, engine=self.engine)
+        else:
+            net.Adagrad([param, squared_sum, grad, lr], [param, squared_sum],
+                        epsilon=self.epsilon, decay=float(self.decay), engine=self.engine)
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
+class AdamOptimizer(Optimizer):
+    """Adam: Adam(param, m1, m2, grad, lr, iteration) with lr = -alpha * policy(iteration)."""
+
+    def __init__(self, alpha=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, policy="fixed",
+                 use_lr_adaption=False, lr_alpha=0.01, normalized_lr_adaption=True,
+                 sparse_dedup_aggregator=None, rowWise=False, engine="", **kwargs):
+        super().__init__()
+        self.alpha = alpha
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.policy = policy
+        self.use_lr_adaption = use_lr_adaption
+        self.lr_alpha = lr_alpha
+        self.normalized_lr_adaption = normalized_lr_adaption
+        self.sparse_dedup_aggregator = sparse_dedup_aggregator
+        self.rowWise = rowWise
+        self.engine = engine
+        self.init_kwargs = kwargs
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            return
+        if self.rowWise:
+            raise NotImplementedError("AdamOptimizer(rowWise=True) needs sparse gradients")
+        lr, iteration = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
+                                      policy=self.policy, **self.init_kwargs)
+        m1 = param_init_net.ConstantFill([param], param + "_first_moment", value=0.0)
+        m2 = param_init_net.ConstantFill([param], param + "_second_moment", value=0.0)
+        self._aux_params.shared.append(iteration)
+        self._aux_params.local.append(m1)
+        self._aux_params.local.append(m2)
+        output_blobs = [param, m1, m2]
+        if self.use_lr_adaption:
+            effective_grad = str(param) + "_effective_grad"
+            output_blobs.append(effective_grad)
+        if isinstance(grad, core.GradientSlice):
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            net.SparseAdam([param, m1, m2, grad.indices, grad.values, lr, iteration],
+                           output_blobs, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon)
+            grad_values = grad.values
+        else:
+            net.Adam([param, m1, m2, grad, lr, iteration], output_blobs,
+                     beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon)
+            grad_values = grad
+        if self.use_lr_adaption:
+            net.LearningRateAdaption([lr, grad_values, effective_grad], [lr],
+                                     lr_alpha=self.lr_alpha,
+                                     normalized_lr_adaption=self.normalized_lr_adaption)
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
+# -- building over a whole model ------------------------------------------------------------
+def _get_param_to_device(model):
+    """Each blob's device: that of the op writing it in net, overridden by param_init_net."""
+    param_to_device = core.InferBlobDevices(model.net)
+    param_to_device.update(core.InferBlobDevices(model.param_init_net))
+    return param_to_device
+
+
+def get_param_device(param_name, grad, param_to_device=None, default_device=None):
+    """The DeviceOption the update of `param_name` runs under (from its or its grad's op)."""
+    device = default_device
+    param_to_device = param_to_device or {}
+    if param_name in param_to_device:
+        device = param_to_device[param_name]
+    elif isinstance(grad, core.GradientSlice):
+        for blob in (grad.values, grad.indices):
+            if str(blob) in param_to_device:
+                device = param_to_device[str(blob)]
+                break
+    elif grad is not None and str(grad) in param_to_device:
+        device = param_to_device[str(grad)]
+    if device is None:
+        raise ValueError("cannot infer the device of parameter %r: no op creates it or its "
+                         "gradient" % param_name)
+    return device
+
+
+def get_lr_injection():
+    """The current lr_injection multiplier (build with allow_lr_injection=True)."""
+    from . import workspace
+    return workspace.FetchBlob(_LEARNING_RATE_INJECTION)
+
+
+def set_lr_injection(lr_injection_value):
+    from . import workspace
+    workspace.FeedBlob(_LEARNING_RATE_INJECTION,
+                       np.array([float(lr_injection_value)], dtype=np.float32))
+
+
+def _calc_norm_ratio(model, params, name_scope, param_to_device, max_gradient_norm):
+    """clip_norm / max(global gradient norm, clip_norm), a blob scaling every lr."""
+    with core.NameScope(name_scope):
+        grad_squared_sums = []
+        for i, param in enumerate(params):
+            device = get_param_device(str(param.blob), param.grad, param_to_device)
+            with core.DeviceScope(device):
+                grad = param.grad if not isinstance(param.grad, core.GradientSlice) \
+                    else param.grad.values
+                grad_squared_sums.append(
+                    model.net.SumSqrElements(grad, "grad_{}_squared_sum".format(i)))
+        with core.DeviceScope(core.DeviceOption(caffe2_pb2.CPU)):
+            full_sum = model.net.Sum(grad_squared_sums, "grad_squared_full_sum")
+            global_norm = model.net.Pow(full_sum, "global_norm", exponent=0.5)
+            clip_norm = model.param_init_net.ConstantFill([], "clip_norm", shape=[],
+                                                          value=float(max_gradient_norm))
+            max_norm = model.net.Max([global_norm, clip_norm], "max_norm")
+            return model.net.Div([clip_norm, max_norm], "norm_ratio")
+
+
+def _build(model, optimizer, weights_only=False, use_param_info_optim=True,
+           max_gradient_norm=None, allow_lr_injection=False):
+    param_to_device = _get_param_to_device(model)
+    model.Validate()
+    params = [info for info in model.GetOptimizationParamInfo()
+              if not weights_only or info.blob in model.weights]
+    lr_multiplier = None
+    if max_gradient_norm is not None:
+        lr_multiplier = _calc_norm_ratio(model, params, "norm_clipped_grad_update",
+                                         param_to_device, max_gradient_norm)
+    if allow_lr_injection:
+        if not model.net.BlobIsDefined(_LEARNING_RATE_INJECTION):
+            lr_injection = model.param_init_net.ConstantFill(
+                [], _LEARNING_RATE_INJECTION, shape=[1], value=1.0)
+        else:
+            lr_injection = _LEARNING_RATE_INJECTION
+        if lr_multiplier is None:
+            lr_multiplier = lr_injection
+        else:
+            lr_multiplier = model.net.Mul([lr_multiplier, lr_injection], "lr_multiplier",
+                                          broadcast=1)
+    optimizer.add_lr_multiplier(lr_multiplier)
+    for info in params:
+        device = get_param_device(str(info.blob), info.grad, param_to_device)
+        with core.DeviceScope(device):
+            if info.optimizer and use_param_info_optim:
+                info.optimizer(model.net, model.param_init_net, info)
+            else:
+                optimizer(model.net, model.param_init_net, info)
+    return optimizer
+
+
+def add_weight_decay(model, weight_decay):
+    """L2 regularization of the WEIGHT-tagged params (conv/fc `_w`, spatial_bn `_s`) only:
+    their gradients become grad + weight_decay * param before the optimizer's update."""
+    _build(model, WeightDecayBuilder(weight_decay=weight_decay), weights_only=True,
+           use_param_info_optim=False)
+
+
+def build_sgd(model, base_learning_rate, max_gradient_norm=None, allow_lr_injection=False,
+              **kwargs):
+    """SGD over every param with a gradient. kwargs: policy, momentum, nesterov (default 1),
+    and the LearningRate policy's arguments (stepsize, gamma, power, max_iter, ...)."""
+    return _build(model, SgdOptimizer(base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+def build_multi_precision_sgd(model, base_learning_rate, max_gradient_norm=None,
+                              allow_lr_injection=False, **kwargs):
+    return _build(model, MultiPrecisionSgdOptimizer(base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+def build_adagrad(model, base_learning_rate, parameters=None, max_gradient_norm=None,
+                  allow_lr_injection=False, **kwargs):
+    return _build(model, AdagradOptimizer(alpha=base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+def build_adam(model, base_learning_rate, max_gradient_norm=None, allow_lr_injection=False,
+               **kwargs):
+    """Adam with alpha=base_learning_rate (beta1, beta2, epsilon, policy... as kwargs)."""
+    return _build(model, AdamOptimizer(alpha=base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)

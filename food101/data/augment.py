@@ -1,0 +1,172 @@
+"""Augmentation of uint8 NCHW batches on the training device (CPU or CUDA).
+
+The database holds uint8 images; augmentation runs where the model runs, on the uint8 batch,
+and produces the float input in one pass:
+
+    uint8 (N, C, H, W) --crop (per-sample offsets), mirror--> uint8 (N, C, crop, crop)
+                       --(x - mean) * scale------------------> float32 (or bf16/fp16),
+                                                                 NCHW or channels_last
+
+Training: a random crop (227 for the Caffe2 SqueezeNet, 224 for most torchvision models) with
+independent offsets per image, and a horizontal mirror with probability 1/2. Evaluation: the
+centre crop. Mean subtraction uses Caffe2's BGR mean 104/117/123 by default or the dataset's
+own (`LMDBReader.mean_bgr`); `scale` multiplies after it (Caffe2's Sub then Scale).
+
+Random choices come from a `torch.Generator` only, so the same generator state gives the same
+batch on any device. On CUDA the crop is one gather kernel over the whole batch; on CPU a loop
+of per-image numpy views is faster (a mirror is a negative stride, and torch's intra-op threads
+only add overhead on images this small); both give identical results. CPU outputs are recycled
+host buffers (see buffers.py), which saves the page faults of a fresh 40 MB array per batch.
+"""
+import cv2
+import numpy as np
+import torch
+
+from .buffers import HostBuffers
+
+BGR_MEAN = (104.0, 117.0, 123.0)
+_OUTPUTS = HostBuffers(keep=4)    # CPU output batches, recycled once the caller drops them
+
+
+def _as_tensor(images):
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if images.dim() != 4:
+        raise ValueError("expected an NCHW batch, got shape %s" % (tuple(images.shape),))
+    return images
+
+
+def crop_params(n, height, width, crop, *, mirror=True, generator=None):
+    """Random (top, left, flip) for `n` images, drawn on the generator's device (CPU default)."""
+    if crop > height or crop > width:
+        raise ValueError("crop %d is larger than the %dx%d images" % (crop, height, width))
+    device = generator.device if generator is not None else torch.device("cpu")
+    top = torch.randint(0, height - crop + 1, (n,), generator=generator, device=device)
+    left = torch.randint(0, width - crop + 1, (n,), generator=generator, device=device)
+    if mirror:
+        flip = torch.rand(n, generator=generator, device=device) < 0.5
+    else:
+        flip = torch.zeros(n, dtype=torch.bool, device=device)
+    return top, left, flip
+
+
+def crop_normalize(images, top, left, flip, crop, *, mean=BGR_MEAN, scale=1.0,
+                   dtype=torch.float32, channels_last=False, method=None):
+    """Crop each image at its (top, left), mirror where `flip`, subtract `mean`, multiply by
+    `scale`: uint8 (N, C, H, W) -> `dtype` (N, C, crop, crop) on the images' device.
+
+    method: "numpy" (per-image strided views, the CPU default; the output buffer is recycled) or "gather" (one indexing kernel over the batch,
+    the default elsewhere)."""
+    images = _as_tensor(images)
+    n, c, h, w = images.shape
+    device = images.device
+    if method is None:
+        method = "numpy" if device.type == "cpu" else "gather"
+    mean = _channel_mean(mean, c)
+    if method == "numpy":
+        if device.type != "cpu":
+            raise ValueError("method='numpy' needs a CPU batch, got %s" % device)
+        out = _crop_numpy(images.numpy(), top.tolist(), left.tolist(), flip.tolist(), crop, mean,
+                          float(scale), channels_last)
+    else:
+        out = _crop_gather(images, top, left, flip, crop, mean, float(scale), channels_last)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _channel_mean(mean, channels):
+    if mean is None:
+        return np.zeros(channels, np.float32)
+    mean = np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean, np.float32).reshape(-1)
+    if mean.size == 1:
+        mean = np.repeat(mean, channels)
+    if mean.size != channels:
+        raise ValueError("mean has %d values for %d channels" % (mean.size, channels))
+    return mean
+
+
+def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
+    n, c = images.shape[:2]
+    if channels_last:      # an NHWC array seen as NCHW is a channels_last tensor
+        out_nhwc = _OUTPUTS.empty((n, crop, crop, c), np.float32)
+        out = out_nhwc.transpose(0, 3, 1, 2)
+    else:
+        out = _OUTPUTS.empty((n, c, crop, crop), np.float32)
+    mean = mean.reshape(c, 1, 1)
+    mirrored = np.empty((c, crop, crop), np.uint8)
+    for i in range(n):
+        patch = images[i, :, tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
+        if flips[i]:
+            # numpy casts from a negative stride slowly; OpenCV mirrors a plane with SIMD
+            for channel in range(c):
+                cv2.flip(patch[channel], 1, dst=mirrored[channel])
+            patch = mirrored
+        target = out[i]
+        target[...] = patch          # cast, then float-float arithmetic: faster than one mixed ufunc
+        target -= mean
+        if scale != 1.0:
+            target *= scale
+    result = torch.from_numpy(out_nhwc).permute(0, 3, 1, 2) if channels_last else torch.from_numpy(out)
+    return result
+
+
+def _crop_gather(images, top, left, flip, crop, mean, scale, channels_last):
+    n, c = images.shape[:2]
+    device = images.device
+    top, left, flip = top.to(device), left.to(device), flip.to(device)
+    steps = torch.arange(crop, device=device)
+    rows = top[:, None] + steps                                             # (N, crop)
+    cols = left[:, None] + torch.where(flip[:, None], crop - 1 - steps, steps)
+    batch = torch.arange(n, device=device)[:, None, None]
+    # advanced indices around a slice give (N, crop, crop, C); the permute is a view
+    patches = images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty((n, c, crop, crop), dtype=torch.float32, device=device, memory_format=fmt)
+    torch.sub(patches, torch.from_numpy(mean).reshape(c, 1, 1).to(device), out=out)
+    if scale != 1.0:
+        out.mul_(scale)     # (x - mean) * scale in this order on every path: identical rounding
+    return out
+
+
+def random_crop_mirror(images, crop=227, *, mirror=True, mean=BGR_MEAN, scale=1.0, generator=None,
+                       dtype=torch.float32, channels_last=False):
+    """Training augmentation: random per-image crop, random mirror, mean subtraction, scale."""
+    images = _as_tensor(images)
+    n, _, h, w = images.shape
+    top, left, flip = crop_params(n, h, w, crop, mirror=mirror, generator=generator)
+    return crop_normalize(images, top, left, flip, crop, mean=mean, scale=scale, dtype=dtype,
+                          channels_last=channels_last)
+
+
+def center_crop(images, crop=227, *, mean=BGR_MEAN, scale=1.0, dtype=torch.float32, channels_last=False):
+    """Evaluation: the centred crop of every image, mean subtraction, scale."""
+    images = _as_tensor(images)
+    n, _, h, w = images.shape
+    if crop > h or crop > w:
+        raise ValueError("crop %d is larger than the %dx%d images" % (crop, h, w))
+    top = torch.full((n,), (h - crop) // 2, dtype=torch.long)
+    left = torch.full((n,), (w - crop) // 2, dtype=torch.long)
+    flip = torch.zeros(n, dtype=torch.bool)
+    return crop_normalize(images, top, left, flip, crop, mean=mean, scale=scale, dtype=dtype,
+                          channels_last=channels_last)
+
+
+class Augment:
+    """A configured augmentation: `Augment(227, train=True)(uint8_batch)` -> float batch.
+
+    Moves a host batch to `device` first (non_blocking from pinned memory)."""
+
+    def __init__(self, crop=227, *, train=True, mirror=True, mean=BGR_MEAN, scale=1.0, device="cpu",
+                 generator=None, dtype=torch.float32, channels_last=False):
+        self.crop, self.train, self.mirror = crop, train, mirror
+        self.mean, self.scale, self.dtype, self.channels_last = mean, scale, dtype, channels_last
+        self.device = torch.device(device)
+        self.generator = generator
+
+    def __call__(self, images):
+        images = _as_tensor(images)
+        if images.device != self.device:
+            images = images.to(self.device, non_blocking=True)
+        kw = dict(mean=self.mean, scale=self.scale, dtype=self.dtype, channels_last=self.channels_last)
+        if self.train:
+            return random_crop_mirror(images, self.crop, mirror=self.mirror, generator=self.generator, **kw)
+        return center_crop(images, self.crop, **kw)

@@ -1,0 +1,116 @@
+"""What the thin scripts in tools/ call: argparse namespaces -> one call each, exit codes.
+
+Exit codes: 0 done, 1 a run failed, 2 a usage/config problem (message on stderr, no traceback),
+130 interrupted by Ctrl-C after writing a checkpoint.
+"""
+import os
+import sys
+
+from . import checkpoint as ckpt
+from . import config as C
+
+EXIT_INTERRUPTED = 130
+
+
+def _error(message, code=2):
+    print("error: %s" % message, file=sys.stderr)
+    return code
+
+
+def config_from_args(args):
+    """The Config a tools/train.py command line describes (see its --help)."""
+    flags = {}
+    for attr, key in (("train_lmdb", "data.train_lmdb"), ("test_lmdb", "data.test_lmdb"),
+                      ("output_dir", "train.output_dir"), ("zoo_dir", "model.zoo_dir"),
+                      ("max_iter", "solver.max_iter"), ("batch_size", "data.batch_size"),
+                      ("base_lr", "solver.base_lr"), ("seed", "solver.random_seed")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            flags[key] = value
+    if getattr(args, "bf16", False):
+        flags["train.bf16"] = True
+    if getattr(args, "no_progress", False):
+        flags["train.progress"] = False
+    if getattr(args, "gpu", None) is not None:
+        flags.update({"solver.solver_mode": "GPU", "solver.device_id": args.gpu})
+    elif getattr(args, "cpu", False):
+        flags["solver.solver_mode"] = "CPU"
+    base = None
+    if args.resume and not args.config and not args.solver:
+        base = C.from_dict(ckpt.load_checkpoint(args.resume)["config"], "checkpoint config")
+    cfg = C.load_config(args.config, args.solver, base=base)
+    cfg = C.merge(cfg, C.parse_overrides(args.overrides), "--set")
+    cfg = C.merge(cfg, flags, "command line")
+    return C.validate(cfg)
+
+
+def train_main(args):
+    from .loop import TrainingError, fine_tune
+    try:
+        cfg = config_from_args(args)
+        if args.print_config:
+            print(C.dump_config(cfg), end="")
+            return 0
+        result = fine_tune(cfg, resume=args.resume)
+    except (C.ConfigError, TrainingError, ckpt.CheckpointError, FileNotFoundError) as e:
+        return _error(e)
+    if result["interrupted"]:
+        print("interrupted: checkpoint %s" % result["checkpoint"], file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print("done: %d iterations, final smoothed loss %s, top-1 %s, top-5 %s" % (
+        result["iteration"], _num(result["final_loss"]), _num(result["top1"]), _num(result["top5"])))
+    print("checkpoint: %s" % result["checkpoint"])
+    if result["best"].get("path"):
+        print("best model: %s (top-1 %.4f at iteration %d)" % (
+            result["best"]["path"], result["best"]["top1"], result["best"]["iteration"]))
+    if result.get("deploy_dir"):
+        print("deploy model: %s" % result["deploy_dir"])
+    print("outputs: %s" % result["output_dir"])
+    return 0
+
+
+def _num(x):
+    return "n/a" if x is None else "%.4f" % x
+
+
+def evaluate_main(args):
+    from .evaluate import evaluate_model, summary_lines
+    device = "cuda:%d" % args.gpu if args.gpu is not None else "cpu"
+    if device != "cpu":
+        import torch
+        if not torch.cuda.is_available():
+            return _error("--gpu was given but no CUDA GPU is available (torch.cuda.is_available() "
+                          "is False); evaluate on the CPU without --gpu")
+    try:
+        results = evaluate_model(args.model, args.lmdb, batch_size=args.batch_size, device=device,
+                                 limit_batches=args.limit_batches, out_dir=args.out_dir,
+                                 progress=not args.no_progress)
+    except (ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
+        return _error(e)
+    print("model: %s" % results["model"])
+    print("lmdb: %s" % results["lmdb"])
+    print("\n".join(summary_lines(results)))
+    if args.out_dir:
+        print("results: %s" % results["json_path"])
+        print("confusion matrix: %s" % results["confusion_png"])
+    return 0
+
+
+def predict_main(args):
+    from .predict import format_predictions, load_model, predict
+    device = "cuda:%d" % args.gpu if args.gpu is not None else "cpu"
+    if device != "cpu":
+        import torch
+        if not torch.cuda.is_available():
+            return _error("--gpu was given but no CUDA GPU is available; predict on the CPU "
+                          "without --gpu")
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:
+        return _error("no such image file: %s" % ", ".join(missing))
+    try:
+        model = load_model(args.model, device=device)
+        results = predict(model, args.images, top_k=args.top_k)
+    except (ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
+        return _error(e)
+    print("\n".join(format_predictions(results)))
+    return 0

@@ -1,0 +1,636 @@
+"""The training configuration: one tree of documented defaults, merged from files and flags, frozen.
+
+    defaults (this module)  ─►  YAML file  ─►  Caffe solver.prototxt  ─►  --set / flags  ─►  frozen Config
+                                (any key)      (Caffe's names, mapped)     (last word)
+
+Every key is declared once below with its default and a comment; `dump_config` writes the
+comments next to the values, so the effective config written beside the checkpoints documents
+itself. A key that is not declared is an error naming the key and the closest valid ones, in
+every source (YAML, prototxt, `--set`). Values are coerced to the declared type when they are
+merged (`"0.01"` from the command line becomes a float; a string where a number belongs is an
+error naming the key).
+
+The `solver` section uses the names of Caffe's SolverParameter, so a Caffe `solver.prototxt`
+maps onto it field by field (see `CAFFE_SOLVER_FIELDS`); `lr_policy` with `gamma`, `power`,
+`stepsize`, `stepvalue` and `max_iter` is turned into the arguments of the `LearningRate` op by
+`lr_policy_args`, which is also what `tools/lr_schedule.py` and the tests use, so the schedule the
+driver trains with is the one the op computes.
+"""
+import dataclasses
+import difflib
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key and its source."""
+
+
+def _key(default, doc):
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how a batch is made."""
+    train_lmdb: str = _key("", "LMDB of TensorProtos records (uint8 CHW BGR image, int32 label) "
+                               "to train on (tools/build_lmdb.py writes it)")
+    test_lmdb: str = _key("", "LMDB evaluated every solver.test_interval iterations and at the end; "
+                              "\"\" = no evaluation")
+    classes_file: str = _key("", "class names, one a line, line i = label i; \"\" = the names stored "
+                                 "in the LMDB, else models/food101/classes.txt")
+    batch_size: int = _key(32, "images per forward/backward pass; one update sees "
+                               "batch_size x solver.iter_size images")
+    test_batch_size: int = _key(50, "images per forward pass when evaluating")
+    crop_size: int = _key(227, "side of the square the net sees: a random crop when training, the "
+                               "centre crop when evaluating and predicting (227 = the zoo's input)")
+    mirror: bool = _key(True, "flip training crops horizontally at random (p = 0.5)")
+    mean: Tuple[float, ...] = _key((104.0, 117.0, 123.0),
+                                   "per-channel BGR mean subtracted from every image (the Model Zoo "
+                                   "SqueezeNet's preprocessing)")
+    shuffle: bool = _key(True, "shuffle the training records every epoch (reproducible from "
+                               "solver.random_seed; the position is saved in checkpoints)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Model Zoo network and what is fine-tuned."""
+    zoo_dir: str = _key("", "folder holding the zoo's predict_net.pb and init_net.pb; \"\" = the "
+                            "downloaded SqueezeNet, else the seeded stand-in shipped for tests")
+    num_classes: int = _key(101, "outputs of the new classifier (Food-101 has 101 classes)")
+    freeze_up_to: str = _key("", "last blob of the frozen backbone: zoo layers up to it keep their "
+                                 "weights, layers after it are trained (\"\" with unfreeze_from "
+                                 "\"\" = train only the new classifier, i.e. \"fire9/concat\")")
+    unfreeze_from: str = _key("", "the other way to say it: train the zoo layers from this one up "
+                                  "(\"fire9\" = fire9 + classifier; \"conv1\" = everything); give "
+                                  "freeze_up_to or unfreeze_from, not both")
+    weight_init: str = _key("gaussian", "initialisation of the new classifier's weights: gaussian "
+                                        "(std 0.01, SqueezeNet's own conv10 filler) | msra | xavier; "
+                                        "bias 0")
+    new_lr_mult: float = _key(1.0, "learning-rate multiplier of the new classifier's parameters "
+                                   "(Caffe's lr_mult; > 0)")
+    backbone_lr_mult: float = _key(1.0, "learning-rate multiplier of the zoo layers that are trained "
+                                        "(see unfreeze_from); 0.1 is a common choice; > 0")
+    train_dropout: bool = _key(True, "the zoo's Dropout (drop9, ratio 0.5) is active while training")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Caffe's SolverParameter fields (same names), as a solver.prototxt gives them."""
+    base_lr: float = _key(0.01, "learning rate at iteration 0, before lr_policy and lr multipliers")
+    lr_policy: str = _key("step", "fixed | step | multistep | exp | inv | poly | sigmoid (Caffe's "
+                                  "policies; tools/lr_schedule.py prints and plots any of them)")
+    gamma: float = _key(0.1, "step/multistep: factor per step; exp: lr = base_lr * gamma^iter; inv: "
+                             "base_lr * (1 + gamma * iter)^-power; sigmoid: slope")
+    power: float = _key(1.0, "inv and poly: the exponent")
+    stepsize: int = _key(2000, "step: iterations per gamma step; sigmoid: the centre iteration")
+    stepvalue: Tuple[int, ...] = _key((), "multistep: the iterations at which lr is multiplied by "
+                                          "gamma (increasing)")
+    max_iter: int = _key(4000, "iterations (weight updates) to train; poly decays to 0 at max_iter")
+    momentum: float = _key(0.9, "SGD momentum (0 = plain SGD)")
+    nesterov: bool = _key(True, "Nesterov momentum, Caffe2's build_sgd default (a prototxt's "
+                                "type: \"SGD\" sets false, type: \"Nesterov\" true)")
+    weight_decay: float = _key(0.0005, "L2 weight decay added to the gradients of trained weights "
+                                       "(not biases, as Caffe2's add_weight_decay)")
+    iter_size: int = _key(1, "forward/backward passes whose gradients are averaged into one update "
+                             "(gradient accumulation: batch_size x iter_size images per update)")
+    test_iter: int = _key(0, "test batches per evaluation; 0 = the whole data.test_lmdb")
+    test_interval: int = _key(500, "evaluate every this many iterations (0 = only at the end)")
+    test_initialization: bool = _key(False, "also evaluate before the first iteration")
+    display: int = _key(20, "log a Caffe-style line every this many iterations (0 = never)")
+    average_loss: int = _key(20, "the logged loss is the mean over this many last iterations")
+    snapshot: int = _key(1000, "write a checkpoint every this many iterations (0 = only at the end)")
+    snapshot_prefix: str = _key("snapshots/squeezenet_food101",
+                                "checkpoint path prefix (<prefix>_iter_<N>.ckpt); relative to "
+                                "train.output_dir")
+    solver_mode: str = _key("CPU", "CPU or GPU (--gpu/--cpu set it)")
+    device_id: int = _key(0, "CUDA device index in GPU mode")
+    random_seed: int = _key(-1, "seed of every RNG (init, shuffling, augmentation, dropout); -1 = "
+                                "draw one, which is written to the effective config")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the driver writes and how it runs."""
+    output_dir: str = _key("runs/food101_squeezenet",
+                           "folder for the log, metrics.jsonl, plots, config, deploy model and "
+                           "(by default) snapshots")
+    bf16: bool = _key(False, "run forward and backward under bfloat16 autocast (master weights and "
+                             "the update stay float32)")
+    compile: bool = _key(False, "run the nets as torch.compile'd graphs (faster on a GPU; the first "
+                                "iterations compile)")
+    progress: bool = _key(True, "show a tqdm progress bar (only when stderr is a terminal)")
+    plots: bool = _key(True, "write loss, accuracy, lr and confusion-matrix PNGs at the end")
+    export: bool = _key(True, "export the trained model to the Caffe2 deploy format "
+                              "(<output_dir>/deploy) at the end")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole tree; `solver` carries Caffe's names."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def default_config():
+    return Config()
+
+
+def all_keys():
+    """Every valid dotted key ('solver.base_lr', ...) in declaration order."""
+    return ["%s.%s" % (s, f.name) for s in SECTIONS
+            for f in dataclasses.fields(getattr(Config, "__dataclass_fields__")[s].default_factory)]
+
+
+def key_doc(dotted):
+    section, name = dotted.split(".", 1)
+    cls = Config.__dataclass_fields__[section].default_factory
+    return cls.__dataclass_fields__[name].metadata["doc"]
+
+
+def _suggest(dotted, keys):
+    """' ; did you mean ...?' for an unknown key: the keys whose last part is closest to its last
+    part (so a key put in the wrong section is found too)."""
+    leaf = dotted.rsplit(".", 1)[-1]
+    scored = sorted(((difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio(), k) for k in keys),
+                    key=lambda t: -t[0])
+    hints = [k for score, k in scored if score >= 0.6][:3]
+    return "; did you mean %s?" % " or ".join(hints) if hints else ""
+
+
+# ------------------------------------------------------------------------------------------
+# Coercion of one value to a declared type
+# ------------------------------------------------------------------------------------------
+def _coerce(value, type_, where):
+    origin = getattr(type_, "__origin__", None)
+    if origin is tuple:
+        item_type = type_.__args__[0]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, str):
+            value = [v for v in re.split(r"[,\s]+", value.strip("[]() ")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError("%s: expected a list of %s, got %r" % (where, item_type.__name__, value))
+        return tuple(_coerce(v, item_type, where) for v in value)
+    if origin is not None and type(None) in getattr(type_, "__args__", ()):  # Optional[T]
+        if value is None:
+            return None
+        return _coerce(value, type_.__args__[0], where)
+    if type_ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError("%s: expected true or false, got %r" % (where, value))
+    if type_ is int:
+        if isinstance(value, bool):
+            raise ConfigError("%s: expected an integer, got %r" % (where, value))
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError("%s: expected an integer, got %r" % (where, value))
+    if type_ is float:
+        if isinstance(value, bool):
+            raise ConfigError("%s: expected a number, got %r" % (where, value))
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError("%s: expected a number, got %r" % (where, value))
+    if type_ is str:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError("%s: expected a string, got %r" % (where, value))
+    raise ConfigError("%s: unsupported type %r" % (where, type_))
+
+
+# ------------------------------------------------------------------------------------------
+# Merging
+# ------------------------------------------------------------------------------------------
+def merge(cfg, updates, source="overrides"):
+    """A new Config with `updates` applied: a nested dict {section: {key: value}} or a flat one
+    {"section.key": value}. Unknown sections/keys raise ConfigError naming them and `source`."""
+    flat = {}
+    if not isinstance(updates, dict):
+        raise ConfigError("%s: expected a mapping of sections (%s), got %s"
+                          % (source, ", ".join(SECTIONS), type(updates).__name__))
+    for top, value in updates.items():
+        if "." in str(top):
+            flat[str(top)] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                flat["%s.%s" % (top, k)] = v
+        elif top in SECTIONS:
+            raise ConfigError("%s: section %r must be a mapping of keys, got %r" % (source, top, value))
+        else:
+            flat[str(top)] = value
+    keys = all_keys()
+    per_section = {s: {} for s in SECTIONS}
+    for dotted, value in flat.items():
+        if dotted not in keys:
+            raise ConfigError("%s: unknown config key %r%s (valid sections: %s)"
+                              % (source, dotted, _suggest(dotted, keys), ", ".join(SECTIONS)))
+        section, name = dotted.split(".", 1)
+        sec_cls = type(getattr(cfg, section))
+        type_ = _field_types(sec_cls)[name]
+        per_section[section][name] = _coerce(value, type_, "%s: %s" % (source, dotted))
+    return dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **kv)
+                                       for s, kv in per_section.items() if kv})
+
+
+def _field_types(cls):
+    import typing
+    return typing.get_type_hints(cls)
+
+
+def to_dict(cfg):
+    """Plain nested dict (lists for tuples), as YAML and checkpoints store it."""
+    out = {}
+    for s in SECTIONS:
+        sec = getattr(cfg, s)
+        out[s] = {f.name: list(v) if isinstance(v, tuple) else v
+                  for f in dataclasses.fields(sec) for v in [getattr(sec, f.name)]}
+    return out
+
+
+def from_dict(d, source="dict"):
+    return merge(default_config(), d, source)
+
+
+def get(cfg, dotted):
+    section, name = dotted.split(".", 1)
+    return getattr(getattr(cfg, section), name)
+
+
+# ------------------------------------------------------------------------------------------
+# YAML
+# ------------------------------------------------------------------------------------------
+def load_yaml(path):
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError("%s: not valid YAML: %s" % (path, e)) from None
+    return data or {}
+
+
+def dump_config(cfg, path=None, header=None):
+    """YAML text of `cfg` with each key's comment above it; written to `path` when given."""
+    lines = []
+    if header:
+        lines += ["# " + h for h in header.splitlines()]
+    for s in SECTIONS:
+        sec = getattr(cfg, s)
+        doc = (type(sec).__doc__ or "").strip()
+        lines.append("")
+        lines.append("%s:%s" % (s, "  # " + doc if doc else ""))
+        for f in dataclasses.fields(sec):
+            value = getattr(sec, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            text = yaml.safe_dump({f.name: value}, default_flow_style=True, width=1000).strip()
+            text = text[1:-1] if text.startswith("{") else text  # {key: v} -> key: v
+            lines.append("  # " + f.metadata["doc"])
+            lines.append("  " + text)
+    text = "\n".join(lines).lstrip("\n") + "\n"
+    if path:
+        atomic_write_text(path, text)
+    return text
+
+
+def atomic_write_text(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------
+# Caffe solver.prototxt
+# ------------------------------------------------------------------------------------------
+# Caffe SolverParameter field -> config key. `stepvalue` and `test_iter` are repeated in Caffe.
+CAFFE_SOLVER_FIELDS = {
+    "base_lr": "solver.base_lr",
+    "lr_policy": "solver.lr_policy",
+    "gamma": "solver.gamma",
+    "power": "solver.power",
+    "stepsize": "solver.stepsize",
+    "stepvalue": "solver.stepvalue",
+    "max_iter": "solver.max_iter",
+    "momentum": "solver.momentum",
+    "weight_decay": "solver.weight_decay",
+    "iter_size": "solver.iter_size",
+    "test_iter": "solver.test_iter",
+    "test_interval": "solver.test_interval",
+    "test_initialization": "solver.test_initialization",
+    "display": "solver.display",
+    "average_loss": "solver.average_loss",
+    "snapshot": "solver.snapshot",
+    "snapshot_prefix": "solver.snapshot_prefix",
+    "solver_mode": "solver.solver_mode",
+    "device_id": "solver.device_id",
+    "random_seed": "solver.random_seed",
+    "type": "solver.nesterov",            # "SGD" -> false, "Nesterov" -> true
+    "solver_type": "solver.nesterov",     # Caffe's deprecated enum spelling (SGD / NESTEROV)
+    "regularization_type": None,          # only "L2" is accepted (what weight_decay does)
+}
+# Fields of real solver files that name things this driver builds itself.
+_CAFFE_NET_FIELDS = ("net", "net_param", "train_net", "test_net", "train_net_param", "test_net_param")
+_REPEATED = ("stepvalue", "test_iter")
+
+_TOKEN = re.compile(r"""
+    \s+ | \#[^\n]* |                                  # whitespace, comments
+    (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*') |    # quoted strings
+    (?P<punct>[:{}\[\],;<>]) |
+    (?P<word>[^\s:{}\[\],;<>"'\#]+)
+""", re.VERBOSE)
+
+
+def _tokens(text, path):
+    pos, line = 0, 1
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ConfigError("%s:%d: cannot parse %r" % (path, line, text[pos:pos + 20]))
+        if m.group("str"):
+            yield ("str", _unquote(m.group("str")), line)
+        elif m.group("punct"):
+            yield ("punct", m.group("punct"), line)
+        elif m.group("word"):
+            yield ("word", m.group("word"), line)
+        line += m.group(0).count("\n")
+        pos = m.end()
+
+
+def _unquote(s):
+    body = s[1:-1]
+    return body.encode("latin-1", "backslashescape").decode("unicode_escape") if "\\" in body else body
+
+
+def _scalar(token):
+    kind, text, _ = token
+    if kind == "str":
+        return text
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text  # an enum identifier such as GPU
+
+
+def parse_prototxt(text, path="<prototxt>"):
+    """Protobuf text format -> {field: [values]} (nested messages become dicts of the same form).
+
+    Handles `key: value` pairs (several per line too), repeated keys, `key: [a, b]` lists,
+    quoted strings with escapes, `#` comments and `name { ... }` blocks."""
+    tokens = list(_tokens(text, path))
+    pos = 0
+
+    def block(closing):
+        nonlocal pos
+        out = {}
+        while pos < len(tokens):
+            kind, value, line = tokens[pos]
+            if kind == "punct" and value == closing:
+                pos += 1
+                return out
+            if kind == "punct" and value in ",;":
+                pos += 1
+                continue
+            if kind != "word":
+                raise ConfigError("%s:%d: expected a field name, got %r" % (path, line, value))
+            name = value
+            pos += 1
+            if pos >= len(tokens):
+                raise ConfigError("%s:%d: field %r has no value" % (path, line, name))
+            kind, value, line = tokens[pos]
+            if kind == "punct" and value == ":":
+                pos += 1
+                if pos >= len(tokens):
+                    raise ConfigError("%s:%d: field %r has no value" % (path, line, name))
+                kind, value, line = tokens[pos]
+            if kind == "punct" and value in "{<":
+                pos += 1
+                out.setdefault(name, []).append(block("}" if value == "{" else ">"))
+            elif kind == "punct" and value == "[":
+                pos += 1
+                while tokens[pos][1] != "]":
+                    if tokens[pos][1] != ",":
+                        out.setdefault(name, []).append(_scalar(tokens[pos]))
+                    pos += 1
+                pos += 1
+            elif kind in ("word", "str"):
+                out.setdefault(name, []).append(_scalar(tokens[pos]))
+                pos += 1
+            else:
+                raise ConfigError("%s:%d: field %r: unexpected %r" % (path, line, name, value))
+        if closing is not None:
+            raise ConfigError("%s: unclosed block (missing %r)" % (path, closing))
+        return out
+
+    return block(None)
+
+
+def solver_updates(fields, path="<solver.prototxt>"):
+    """Parsed solver fields -> flat {"solver.key": value} updates for `merge`."""
+    updates = {}
+    for name, values in fields.items():
+        if name in _CAFFE_NET_FIELDS:
+            raise ConfigError("%s: field %r is not supported: the training net is built from the zoo "
+                              "model (model.* keys) and the data from data.train_lmdb/test_lmdb; "
+                              "remove it" % (path, name))
+        if name not in CAFFE_SOLVER_FIELDS:
+            raise ConfigError("%s: unknown solver field %r%s" % (
+                path, name, _suggest_field(name)))
+        if any(isinstance(v, dict) for v in values):
+            raise ConfigError("%s: field %r takes a value, not a { } block" % (path, name))
+        if name not in _REPEATED and len(values) > 1:
+            raise ConfigError("%s: field %r is given %d times; it takes one value" % (path, name, len(values)))
+        value = values if name == "stepvalue" else values[0]
+        if name == "test_iter" and len(values) > 1:
+            raise ConfigError("%s: test_iter is given %d times (one per Caffe test net); this driver "
+                              "has one test net, give one" % (path, len(values)))
+        if name in ("type", "solver_type"):
+            kind = str(value).upper()
+            if kind not in ("SGD", "NESTEROV"):
+                raise ConfigError("%s: %s: %r is not supported; use \"SGD\" (momentum) or \"Nesterov\""
+                                  % (path, name, value))
+            value = kind == "NESTEROV"
+        elif name == "regularization_type":
+            if str(value).upper() != "L2":
+                raise ConfigError("%s: regularization_type %r is not supported; only \"L2\" "
+                                  "(weight_decay) is" % (path, value))
+            continue
+        elif name == "solver_mode":
+            value = str(value).upper()
+        updates[CAFFE_SOLVER_FIELDS[name]] = value
+    return updates
+
+
+def _suggest_field(name):
+    hints = difflib.get_close_matches(name, list(CAFFE_SOLVER_FIELDS) + list(_CAFFE_NET_FIELDS),
+                                      n=3, cutoff=0.6)
+    return "; did you mean %s?" % " or ".join(hints) if hints else (
+        " (supported: %s)" % ", ".join(CAFFE_SOLVER_FIELDS))
+
+
+def load_solver_prototxt(path):
+    with open(path, encoding="utf-8") as f:
+        return solver_updates(parse_prototxt(f.read(), path), path)
+
+
+# ------------------------------------------------------------------------------------------
+# Command-line overrides
+# ------------------------------------------------------------------------------------------
+def parse_overrides(items):
+    """["solver.base_lr=0.01", "data.mean=[104,117,123]"] -> {"solver.base_lr": 0.01, ...}.
+
+    Values are read as YAML scalars/lists, so numbers, booleans and lists need no quoting."""
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError("--set %r: expected KEY=VALUE (for example solver.base_lr=0.01)" % item)
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        out[key.strip()] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The whole load, and checks across keys
+# ------------------------------------------------------------------------------------------
+def load_config(yaml_path=None, solver_path=None, overrides=None, base=None):
+    """defaults (or `base`) -> YAML -> solver.prototxt -> overrides -> validated frozen Config.
+
+    overrides: a dict ({"solver.base_lr": 0.01} or nested) or a list of "key=value" strings."""
+    cfg = base if base is not None else default_config()
+    if yaml_path:
+        cfg = merge(cfg, load_yaml(yaml_path), yaml_path)
+    if solver_path:
+        cfg = merge(cfg, load_solver_prototxt(solver_path), solver_path)
+    if overrides:
+        if not isinstance(overrides, dict):
+            overrides = parse_overrides(overrides)
+        cfg = merge(cfg, overrides, "command line")
+    validate(cfg)
+    return cfg
+
+
+def resolve_seed(cfg):
+    """A Config whose random_seed is concrete (-1 draws one from the OS)."""
+    if cfg.solver.random_seed >= 0:
+        return cfg
+    return merge(cfg, {"solver.random_seed": random.SystemRandom().randrange(2 ** 31)}, "random_seed")
+
+
+def lr_policy_args(solver):
+    """The `LearningRate` op arguments (besides base_lr) for `solver`'s Caffe lr_policy."""
+    policy = solver.lr_policy
+    if policy == "fixed":
+        return {}
+    if policy == "step":
+        return {"stepsize": solver.stepsize, "gamma": solver.gamma}
+    if policy == "multistep":
+        return {"stepvalue": list(solver.stepvalue), "gamma": solver.gamma}
+    if policy == "exp":
+        return {"gamma": solver.gamma}
+    if policy == "inv":
+        return {"gamma": solver.gamma, "power": solver.power}
+    if policy == "poly":
+        return {"power": solver.power, "max_iter": solver.max_iter}
+    if policy == "sigmoid":
+        return {"gamma": solver.gamma, "stepsize": solver.stepsize}
+    raise ConfigError("solver.lr_policy: unknown policy %r; valid: %s" % (policy, ", ".join(CAFFE_LR_POLICIES)))
+
+
+CAFFE_LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+
+
+def validate(cfg):
+    """Checks across keys; raises ConfigError naming the key."""
+    s, d, m = cfg.solver, cfg.data, cfg.model
+    if s.lr_policy not in CAFFE_LR_POLICIES:
+        hint = difflib.get_close_matches(s.lr_policy, CAFFE_LR_POLICIES, n=2)
+        raise ConfigError("solver.lr_policy: unknown policy %r%s; valid: %s" % (
+            s.lr_policy, " (did you mean %s?)" % " or ".join(hint) if hint else "",
+            ", ".join(CAFFE_LR_POLICIES)))
+    checks = [
+        (s.base_lr > 0, "solver.base_lr must be > 0, got %r" % s.base_lr),
+        (s.max_iter >= 1, "solver.max_iter must be >= 1, got %r" % s.max_iter),
+        (s.iter_size >= 1, "solver.iter_size must be >= 1, got %r" % s.iter_size),
+        (0 <= s.momentum < 1, "solver.momentum must be in [0, 1), got %r" % s.momentum),
+        (s.weight_decay >= 0, "solver.weight_decay must be >= 0, got %r" % s.weight_decay),
+        (s.lr_policy != "step" or s.stepsize > 0,
+         "solver.stepsize must be > 0 for lr_policy step, got %r" % s.stepsize),
+        (s.lr_policy != "sigmoid" or s.stepsize >= 0,
+         "solver.stepsize must be >= 0 for lr_policy sigmoid, got %r" % s.stepsize),
+        (s.lr_policy != "multistep" or len(s.stepvalue) > 0,
+         "solver.stepvalue must list the step iterations for lr_policy multistep"),
+        (list(s.stepvalue) == sorted(set(s.stepvalue)),
+         "solver.stepvalue must be strictly increasing, got %r" % (list(s.stepvalue),)),
+        (s.solver_mode in ("CPU", "GPU"), "solver.solver_mode must be CPU or GPU, got %r" % s.solver_mode),
+        (s.device_id >= 0, "solver.device_id must be >= 0, got %r" % s.device_id),
+        (s.average_loss >= 1, "solver.average_loss must be >= 1, got %r" % s.average_loss),
+        (min(s.test_iter, s.test_interval, s.display, s.snapshot) >= 0,
+         "solver.test_iter/test_interval/display/snapshot must be >= 0"),
+        (d.batch_size >= 1, "data.batch_size must be >= 1, got %r" % d.batch_size),
+        (d.test_batch_size >= 1, "data.test_batch_size must be >= 1, got %r" % d.test_batch_size),
+        (d.crop_size >= 1, "data.crop_size must be >= 1, got %r" % d.crop_size),
+        (len(d.mean) in (1, 3), "data.mean must have 1 or 3 values (BGR), got %r" % (list(d.mean),)),
+        (m.num_classes >= 2, "model.num_classes must be >= 2, got %r" % m.num_classes),
+        (m.new_lr_mult > 0 and m.backbone_lr_mult > 0,
+         "model.new_lr_mult and model.backbone_lr_mult must be > 0 (freeze a layer instead of a 0 "
+         "multiplier), got %r and %r" % (m.new_lr_mult, m.backbone_lr_mult)),
+        (not (m.freeze_up_to and m.unfreeze_from),
+         "give model.freeze_up_to or model.unfreeze_from, not both (got %r and %r)"
+         % (m.freeze_up_to, m.unfreeze_from)),
+        (m.weight_init in ("msra", "xavier", "gaussian"),
+         "model.weight_init must be msra, xavier or gaussian, got %r" % m.weight_init),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def output_path(cfg, *parts):
+    return os.path.join(cfg.train.output_dir, *parts)
+
+
+def snapshot_prefix(cfg):
+    prefix = cfg.solver.snapshot_prefix
+    return prefix if os.path.isabs(prefix) else os.path.join(cfg.train.output_dir, prefix)
