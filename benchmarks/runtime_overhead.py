@@ -25,7 +25,7 @@ def build_training_net(model):
     """The zoo predict net + loss + autograd gradients for every parameter."""
     net = core.Net(model.predict_net)
     net.Proto().name = "squeezenet_fwd_bwd"
-    xent = net.LabelCrossEntropy([model.output_blob, "label"], "xent")
+    xent = net.LabelCrossEntropy([model.output_name, "label"], "xent")
     loss = net.AveragedLoss(xent, "loss")
     net.AddGradientOperators([loss])
     return net
@@ -52,7 +52,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = zoo.load(zoo.locate_squeezenet().path)
+    model = zoo.locate_squeezenet().load()
     rng = np.random.RandomState(0)
     data = (rng.rand(args.batch, 3, args.size, args.size) * 255 - 120).astype(np.float32)
     labels = rng.randint(0, 1000, args.batch).astype(np.int32)

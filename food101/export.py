@@ -22,7 +22,7 @@ import torch
 from .caffe2.errors import Caffe2Error
 from .caffe2.proto import caffe2_pb2
 from .zoo import _nets
-from .zoo.model import LABELS, ZooError, ZooModel, load, write_labels, write_value_info
+from .zoo.model import LABELS, ZooModel, load, write_labels, write_value_info
 
 DEFAULT_MEAN_BGR = (104.0, 117.0, 123.0)
 

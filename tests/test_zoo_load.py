@@ -8,7 +8,7 @@ import pytest
 
 from food101 import zoo
 from food101.caffe2.errors import ProtobufParseError
-from food101.caffe2.proto import caffe2_pb2, load_net, save_net
+from food101.caffe2.proto import load_net, save_net
 
 HERE = os.path.dirname(__file__)
 ZOO = os.path.join(HERE, "data", "caffe2_reference", "zoo", "squeezenet")

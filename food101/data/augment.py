@@ -153,7 +153,9 @@ def center_crop(images, crop=227, *, mean=BGR_MEAN, scale=1.0, dtype=torch.float
 class Augment:
     """A configured augmentation: `Augment(227, train=True)(uint8_batch)` -> float batch.
 
-    Moves a host batch to `device` first (non_blocking from pinned memory)."""
+    Moves a host batch to `device` first (non_blocking from pinned memory). Also usable as an
+    `LMDBReader` transform: `aug(images, labels, generator)` -> (float images, int32 labels),
+    with the reader's per-batch generator instead of `self.generator`."""
 
     def __init__(self, crop=227, *, train=True, mirror=True, mean=BGR_MEAN, scale=1.0, device="cpu",
                  generator=None, dtype=torch.float32, channels_last=False):
@@ -162,11 +164,21 @@ class Augment:
         self.device = torch.device(device)
         self.generator = generator
 
-    def __call__(self, images):
+    def __call__(self, images, labels=None, generator=None):
         images = _as_tensor(images)
         if images.device != self.device:
             images = images.to(self.device, non_blocking=True)
         kw = dict(mean=self.mean, scale=self.scale, dtype=self.dtype, channels_last=self.channels_last)
         if self.train:
-            return random_crop_mirror(images, self.crop, mirror=self.mirror, generator=self.generator, **kw)
-        return center_crop(images, self.crop, **kw)
+            out = random_crop_mirror(images, self.crop, mirror=self.mirror,
+                                     generator=generator if generator is not None else self.generator, **kw)
+        else:
+            out = center_crop(images, self.crop, **kw)
+        if labels is None:
+            return out
+        labels = torch.as_tensor(labels)
+        return out, labels.to(self.device, non_blocking=True) if labels.device != self.device else labels
+
+    def __repr__(self):
+        return "Augment(crop=%d, train=%s, mirror=%s, mean=%s, scale=%g, device=%s)" % (
+            self.crop, self.train, self.mirror, self.mean, self.scale, self.device)

@@ -142,3 +142,10 @@ def load_image(path, size, resize="crop", interpolation="area"):
     """What the builder stores for one file, before the CHW transpose: (HWC uint8, note)."""
     image, note = read_image(path)
     return resize_image(image, size, resize, interpolation), note
+
+
+def load_record_image(path, size, resize="crop", interpolation="area"):
+    """Exactly the image a record built from `path` holds: (CHW uint8, note). For predicting
+    on image files with the training preprocessing."""
+    image, note = load_image(path, size, resize, interpolation)
+    return to_chw(image), note

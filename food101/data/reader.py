@@ -24,8 +24,15 @@ Two ways to draw batches:
   Caffe2's TensorProtosDBInput delivers them.
 
 Batches are numpy arrays: images (N, C, H, W) of the stored dtype (uint8 for BYTE, float32 for
-FLOAT records), labels int32 (N,). Threads suffice for prefetching: decoding happened when the
-database was built, and both LMDB reads and numpy copies release the GIL.
+FLOAT records), labels int32 (N,). Batch arrays are recycled once the caller holds no
+reference to them (buffers.py), so steady-state reading allocates nothing. Threads suffice
+for prefetching: decoding happened when the database was built, and LMDB reads, numpy copies
+and OpenCV release the GIL.
+
+`transform(images, labels, generator)` (e.g. `augment.Augment`) runs in the reader threads on
+each batch, with a torch.Generator seeded from (seed, rank, epoch, position): augmentation on the
+CPU overlaps with the training step and is reproducible. On a GPU leave it out and augment the
+uint8 batch on the device.
 """
 import collections
 import concurrent.futures
@@ -35,6 +42,7 @@ import threading
 import lmdb
 import numpy as np
 
+from .buffers import HostBuffers
 from .records import RecordDecoder, RecordError, key_source
 from .writer import read_metadata
 
@@ -71,15 +79,16 @@ def release_env(env):
                 return
 
 
-class _Planned(collections.namedtuple("_Planned", "indices epoch position last")):
-    """One batch to load: `epoch`/`position` is the state *after* it; `last` ends an epoch."""
+class _Planned(collections.namedtuple("_Planned", "indices epoch position last seed")):
+    """One batch to load: `epoch`/`position` is the state *after* it; `last` ends an epoch;
+    `seed` seeds the transform's generator for this batch."""
 
 
 class LMDBReader:
     """Batches of (images NCHW, labels int32) from an LMDB of TensorProtos records."""
 
     def __init__(self, path, batch_size=32, *, shuffle=False, seed=0, rank=0, world_size=1,
-                 drop_last=False, prefetch=4, num_threads=1, pin_memory=False):
+                 drop_last=False, prefetch=4, num_threads=1, pin_memory=False, transform=None):
         if not os.path.exists(path):
             raise FileNotFoundError("LMDB %s does not exist" % path)
         if not 0 <= rank < world_size:
@@ -91,6 +100,8 @@ class LMDBReader:
         self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
         self.rank, self.world_size = int(rank), int(world_size)
         self.prefetch, self.num_threads, self.pin_memory = max(1, int(prefetch)), max(0, int(num_threads)), pin_memory
+        self.transform = transform
+        self._buffers = HostBuffers(keep=self.prefetch + 4)
         self.env = open_env(self.path)
         with self.env.begin() as txn:
             self.keys = list(txn.cursor().iternext(keys=True, values=False))
@@ -172,10 +183,10 @@ class LMDBReader:
                 yield key, np.array(image), label
 
     def _empty(self, shape, dtype):
-        if self.pin_memory:
+        if self.pin_memory:     # page-locked, for asynchronous copies to the GPU
             import torch
             return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True).numpy()
-        return np.empty(shape, dtype)
+        return self._buffers.empty(shape, dtype)
 
     def load_batch(self, indices):
         """Read the records at `indices` into one new (N, C, H, W) array: one copy per image."""
@@ -203,6 +214,7 @@ class LMDBReader:
         while True:
             order = self.epoch_order(epoch)
             n = len(order)
+            start_epoch, start = epoch, position
             if kind == "epoch":
                 usable = n - n % batch_size if self.drop_last else n
                 if position >= usable:
@@ -212,7 +224,7 @@ class LMDBReader:
                 indices = order[position:end]
                 last = end >= usable
                 epoch, position = (epoch + 1, 0) if last else (epoch, end)
-                yield _Planned(indices, epoch, position, last)
+                yield _Planned(indices, epoch, position, last, self._batch_seed(start_epoch, start))
             else:  # "stream": full batches, crossing epochs
                 parts, need = [], batch_size
                 while need:
@@ -223,7 +235,20 @@ class LMDBReader:
                     position += len(take)
                     if position >= len(order):
                         epoch, position = epoch + 1, 0
-                yield _Planned(np.concatenate(parts) if len(parts) > 1 else parts[0], epoch, position, False)
+                yield _Planned(np.concatenate(parts) if len(parts) > 1 else parts[0], epoch, position,
+                               False, self._batch_seed(start_epoch, start))
+
+    def _batch_seed(self, epoch, position):
+        """Seed of the transform's generator for the batch starting at (epoch, position): the
+        same batch gets the same augmentation whichever thread makes it, and after a resume."""
+        return int(np.random.SeedSequence([self.seed, self.rank, epoch, position]).generate_state(1)[0])
+
+    def _produce(self, planned):
+        images, labels = self.load_batch(planned.indices)
+        if self.transform is None:
+            return images, labels
+        import torch
+        return self.transform(images, labels, torch.Generator().manual_seed(planned.seed))
 
     def _start(self, kind, batch_size):
         if self._plan_kind == (kind, batch_size):
@@ -244,12 +269,12 @@ class LMDBReader:
     def _fill(self):
         while len(self._queue) < self.prefetch:
             planned = next(self._plan)
-            self._queue.append((self._pool.submit(self.load_batch, planned.indices), planned))
+            self._queue.append((self._pool.submit(self._produce, planned), planned))
 
     def _take(self):
         if self._pool is None:
             planned = next(self._plan)
-            batch = self.load_batch(planned.indices)
+            batch = self._produce(planned)
         else:
             self._fill()
             future, planned = self._queue.popleft()

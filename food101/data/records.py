@@ -135,16 +135,33 @@ def scan_record(buf):
 
 
 class RecordDecoder:
-    """Decodes [image, label] records of one LMDB; knows the path for error messages."""
+    """Decodes [image, label] records of one LMDB; knows the path for error messages.
+
+    Records of one database share their header byte for byte (same dims, same type), so after
+    one full scan the decoder remembers the header; a record that starts with it has its image
+    at the same offset and only the few bytes after the image (the label tensor) are looked at,
+    through a small cache."""
+
+    _MAX_TAILS = 4096
 
     def __init__(self, path):
         self.path = path
+        self._header = None      # (prefix bytes, dims, dtype, count, payload end)
+        self._tails = {}         # label tensor bytes -> label
 
     def fail(self, key, message):
         raise RecordError("%s: record %r: %s" % (self.path, _key_text(key), message))
 
     def decode(self, key, buf):
         """-> (image ndarray (C,H,W) referencing `buf` where possible, label int)."""
+        header = self._header
+        if header is not None and len(buf) > header[4] and buf[:len(header[0])] == header[0]:
+            prefix, dims, dtype, count, end = header
+            tail = bytes(buf[end:])
+            label = self._tails.get(tail)
+            if label is None:
+                label = self._tail_label(key, tail)
+            return np.frombuffer(buf, dtype=dtype, count=count, offset=len(prefix)).reshape(dims), label
         try:
             tensors = scan_record(buf)
             if len(tensors) < 2:
@@ -154,17 +171,43 @@ class RecordDecoder:
                 raise _Fallback()
             if label_type not in _LABEL_TYPES or not isinstance(label_values, list):
                 raise _Fallback()
-            dtype = IMAGE_DTYPES[data_type]
+            dtype = IMAGE_DTYPES[data_type].newbyteorder("<")
             offset, nbytes = payload
+            count = nbytes // dtype.itemsize
             if nbytes != int(np.prod(dims, dtype=np.int64)) * dtype.itemsize or len(dims) != 3:
                 raise _Fallback()
-            image = np.frombuffer(buf, dtype=dtype.newbyteorder("<"), count=nbytes // dtype.itemsize,
-                                  offset=offset).reshape(dims)
             if len(label_values) != 1:
                 self.fail(key, "label tensor holds %d values, expected 1" % len(label_values))
+            image = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(dims)
+            if len(tensors) == 2:
+                self._remember_header(buf, dims, dtype, count, offset + nbytes)
             return image, label_values[0]
         except (_Fallback, IndexError):
             return self._decode_with_schema(key, buf)
+
+    def _remember_header(self, buf, dims, dtype, count, end):
+        """Cache the bytes before the image payload if the image tensor comes first and the
+        label tensor is all that follows it."""
+        start = end - count * dtype.itemsize
+        try:
+            tail = scan_record(bytes(buf[end:]))
+        except (_Fallback, IndexError):
+            return
+        if len(tail) == 1:
+            self._header = (bytes(buf[:start]), dims, dtype, count, end)
+
+    def _tail_label(self, key, tail):
+        try:
+            tensors = scan_record(tail)
+        except (_Fallback, IndexError):
+            tensors = None
+        if not tensors or len(tensors) != 1 or tensors[0][1] not in _LABEL_TYPES \
+                or not isinstance(tensors[0][2], list) or len(tensors[0][2]) != 1:
+            self.fail(key, "the label tensor after the image is malformed (%d bytes: %r)" % (len(tail), tail[:32]))
+        label = tensors[0][2][0]
+        if len(self._tails) < self._MAX_TAILS:
+            self._tails[tail] = label
+        return label
 
     def _decode_with_schema(self, key, buf):
         try:

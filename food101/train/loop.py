@@ -47,7 +47,7 @@ from ..caffe2.proto import caffe2_pb2
 from . import checkpoint as ckpt
 from . import config as C
 from .evaluate import ClassificationMetrics, write_results
-from .metrics import JsonlWriter, RunLog, SmoothedLoss, Throughput, eval_log_lines, train_log_lines
+from .metrics import JsonlWriter, RunLog, SmoothedLoss, eval_log_lines, train_log_lines
 
 log = logging.getLogger(__name__)
 
@@ -342,26 +342,28 @@ class Trainer:
         acc = accs[0] if len(accs) == 1 else torch.stack(accs).mean()
         lr = workspace.FetchTensor(self.nets.lr_blob).detach().reshape(-1)[0]
         images = self.cfg.data.batch_size * self.cfg.solver.iter_size
-        self._pending.append((self.iteration, loss, acc, lr, images))
-        self.step_seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.step_seconds += seconds
+        self._pending.append((self.iteration, loss, acc, lr, images, seconds))
 
     def _flush(self):
-        """Turn the pending per-iteration tensors into numbers (one device sync per display)."""
+        """Turn the pending per-iteration tensors into numbers and records: one device sync per
+        display. images_per_s is the rate over the flushed iterations' step time."""
         if not self._pending:
             return None
-        its = [p[0] for p in self._pending]
         values = torch.stack([torch.stack([p[1], p[2], p[3].float().abs()])
                               for p in self._pending]).cpu().tolist()
         images = sum(p[4] for p in self._pending)
-        self._pending = []
-        self.throughput.add(len(its), images)
+        seconds = sum(p[5] for p in self._pending)
+        rate = images / seconds if seconds > 0 else None
         last = None
-        for it, (loss, acc, lr) in zip(its, values):
+        for p, (loss, acc, lr) in zip(self._pending, values):
             lr = lr if self.nets.lr_scale == 1.0 else lr * self.nets.lr_scale
-            smoothed = self.smoothed.add(loss)
-            last = {"phase": "train", "iteration": it, "loss": loss, "smoothed_loss": smoothed,
-                    "lr": lr, "accuracy": acc}
-            self.records.write(dict(last, images_per_s=None))
+            last = {"phase": "train", "iteration": p[0], "loss": loss,
+                    "smoothed_loss": self.smoothed.add(loss), "lr": lr, "accuracy": acc,
+                    "images_per_s": rate}
+            self.records.write(last)
+        self._pending = []
         return last
 
     # -------------------------------------------------------------------------- evaluation
@@ -453,7 +455,7 @@ class Trainer:
                                    truncate_after=start_iteration if self.resume_from else None)
         self.runlog = RunLog(self.path("train.log"), total=solver.max_iter, initial=start_iteration,
                              progress=cfg.train.progress, stream=self.stream)
-        self.throughput = Throughput()
+        self._displayed = (start_iteration, 0.0)
         interrupted = False
         try:
             self._log_start(config_path)
@@ -532,12 +534,13 @@ class Trainer:
         last = self._flush()
         if last is None:
             return
-        iters_per_s, images_per_s = self.throughput.rates()
-        self.throughput.reset()
-        self.runlog.info(*train_log_lines(last["iteration"], last["smoothed_loss"], last["lr"], last["loss"],
-                                      last["accuracy"], iters_per_s, images_per_s))
-        self.records.write({"phase": "speed", "iteration": last["iteration"],
-                            "iters_per_s": iters_per_s, "images_per_s": images_per_s})
+        done = last["iteration"] - self._displayed[0]
+        seconds = self.step_seconds - self._displayed[1]
+        self._displayed = (last["iteration"], self.step_seconds)
+        iters_per_s = done / seconds if seconds > 0 else float("nan")
+        images_per_s = iters_per_s * self.cfg.data.batch_size * self.cfg.solver.iter_size
+        self.runlog.info(*train_log_lines(last["iteration"], last["smoothed_loss"], last["lr"],
+                                          last["loss"], last["accuracy"], iters_per_s, images_per_s))
         self.runlog.advance(0, loss=last["smoothed_loss"], lr=last["lr"])
 
     def _test_and_keep_best(self, final=False):

@@ -140,23 +140,3 @@ class RunLog:
         if self._file:
             self._file.close()
             self._file = None
-
-
-class Throughput:
-    """Iterations/s and images/s between two `display` points."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.t0 = time.perf_counter()
-        self.iterations = 0
-        self.images = 0
-
-    def add(self, iterations, images):
-        self.iterations += iterations
-        self.images += images
-
-    def rates(self):
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        return self.iterations / dt, self.images / dt

@@ -6,7 +6,7 @@ import torch
 
 from ..caffe2.executor import PreparedNet, make_argument
 from ..caffe2.ops.registry import argument_value
-from ..caffe2.proto import caffe2_pb2, numpy_to_tensor, tensor_to_numpy  # noqa: F401
+from ..caffe2.proto import caffe2_pb2
 from ..caffe2.workspace import Workspace
 
 # Init-net ops whose `values` argument holds the tensor itself (Caffe2's GivenTensor*Fill).

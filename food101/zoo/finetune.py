@@ -111,7 +111,7 @@ def build_finetune_model(zoo_model, num_classes=None, is_test=False, name=None, 
         op = _phase_op(op, train=False, dropout_train=train and train_dropout)
         net.Proto().op.append(op)
         frozen_blobs.extend(b for b in op.input if b in params and b not in frozen_blobs)
-    boundary = _boundary(frozen_ops, open_ops + list(pred.op[clf.index:]), zoo.input_name)
+    boundary = _boundary(frozen_ops, open_ops + list(pred.op[clf.index:]))
     for blob, frozen in boundary.items():
         net.StopGradient(blob, frozen)
     rename = dict(boundary)
@@ -203,7 +203,7 @@ def _phase_op(op, train, dropout_train):
     return op
 
 
-def _boundary(frozen_ops, later_ops, input_name):
+def _boundary(frozen_ops, later_ops):
     """{blob: blob_frozen} for each blob the frozen part produces and a later op reads."""
     if not frozen_ops:
         return {}

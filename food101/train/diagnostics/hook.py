@@ -87,10 +87,13 @@ class Diagnostics:
         else:
             self._records.append(record)
 
-    def _add(self, findings):
+    def add_findings(self, findings):
+        """Log and record findings from elsewhere (the trainer's own checks) like ours."""
         for f in findings:
             if self.log.add(f):
                 self._record(f.to_record())
+
+    _add = add_findings
 
     def pending_records(self):
         """Records (findings, divergence reports) not yet handed out, for metrics.jsonl."""

@@ -30,7 +30,9 @@ def op_args(op):
 
 
 def is_gradient_op(op):
-    return op.type == GRADIENT_OP or op.is_gradient_op or op.type.endswith("Gradient")
+    # real Caffe2 nets mark their XxxGradient ops; StopGradient is a forward op
+    return op.type == GRADIENT_OP or op.is_gradient_op or (
+        op.type.endswith("Gradient") and op.type != "StopGradient")
 
 
 def forward_end(netdef):

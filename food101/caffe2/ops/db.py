@@ -1,0 +1,53 @@
+"""Database input ops: CreateDB and TensorProtosDBInput, as Caffe2's LMDB examples use them.
+
+    init net:   CreateDB([], "dbreader", db="food101_train_lmdb", db_type="lmdb")
+    train net:  TensorProtosDBInput(["dbreader"], ["data", "label"], batch_size=64)
+
+CreateDB puts a reader object (a `food101.data.LMDBReader`) in the workspace. Like Caffe2's
+DBReader it walks the keys in order and wraps around at the end; `num_shards` / `shard_id` give
+each of several readers every num_shards-th record. TensorProtosDBInput returns what the
+records hold, batched: images as stored (uint8 for BYTE, float32 for FLOAT), labels int32, on
+the op's device. `batch_size=0` returns one record without a batch dimension (Caffe2's
+unbatched mode). Shuffling and augmentation belong to `food101.data` (the LMDB is written
+shuffled; augment on the device).
+"""
+import os
+
+import torch
+
+from ..errors import enforce
+from .registry import operator
+
+SUPPORTED_DB_TYPES = ("lmdb",)
+
+
+@operator("CreateDB", grad_inputs=())
+def create_db(*, db="", db_type="", num_shards=1, shard_id=0):
+    from ...data.reader import LMDBReader
+    enforce(bool(db), "CreateDB needs the argument db (the path of the database)")
+    kind = (db_type or "").lower()
+    if not kind and os.path.exists(os.path.join(db, "data.mdb")):
+        kind = "lmdb"   # Caffe2 would default to leveldb; an LMDB folder says what it is
+    enforce(kind in SUPPORTED_DB_TYPES,
+            "CreateDB: db_type %r is not supported (db %r); supported: %s. Convert other "
+            "databases with tools/build_lmdb.py" % (db_type or "<unset>", db, ", ".join(SUPPORTED_DB_TYPES)))
+    enforce(os.path.exists(db), "CreateDB: database %r does not exist" % db)
+    enforce(num_shards >= 1 and 0 <= shard_id < num_shards,
+            "CreateDB: shard_id %d is not in [0, num_shards=%d)" % (shard_id, num_shards))
+    return LMDBReader(db, batch_size=1, shuffle=False, rank=shard_id, world_size=num_shards,
+                      num_threads=1, prefetch=2)
+
+
+@operator("TensorProtosDBInput", grad_inputs=(), context=True)
+def tensor_protos_db_input(reader, *, batch_size=0, ctx):
+    enforce(hasattr(reader, "next_batch"),
+            "TensorProtosDBInput: input 0 must be a DB reader made by CreateDB, got %s"
+            % type(reader).__name__)
+    enforce(batch_size >= 0, "TensorProtosDBInput: batch_size must be >= 0, got %d" % batch_size)
+    images, labels = reader.next_batch(batch_size or 1)
+    data, label = torch.from_numpy(images), torch.from_numpy(labels)
+    if batch_size == 0:
+        data, label = data[0], label[0]
+    if ctx.device.type != "cpu":
+        data, label = data.to(ctx.device, non_blocking=True), label.to(ctx.device, non_blocking=True)
+    return data, label
