@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from food101 import zoo
-from food101.caffe2 import brew, model_helper, optimizer, workspace
+from food101.caffe2 import model_helper, optimizer, workspace
 from food101.train.diagnostics import ERROR, WARNING, Diagnostics, demo
 
 ZOO = os.path.join(os.path.dirname(__file__), "data", "caffe2_reference", "zoo", "squeezenet")
@@ -70,6 +70,17 @@ def test_properly_scaled_data_is_quiet():
     workspace.RunNet(model.net)
     diag.after_iteration(1, float(workspace.FetchBlob("loss")), workspace)
     assert [str(f) for f in diag.findings if f.severity != "info"] == []
+
+
+def test_a_saturated_loss_points_at_the_learning_rate():
+    from food101.train.diagnostics import HealthMonitor
+    model, weights = tiny()
+    monitor = HealthMonitor(model.net, model.params, {"health_interval": 0}, num_classes=4)
+    found = []
+    for it in range(1, 31):
+        found += monitor.after_iteration(it, 45.0 + (it % 3), workspace)
+    (saturated,) = [f for f in found if f.code == "loss_saturated"]
+    assert "46.05" in saturated.message and "learning rate is far too high" in saturated.message
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from food101.caffe2 import brew, model_helper, optimizer, workspace
-from food101.train.diagnostics import ERROR, INFO, WARNING, Diagnostics, analyze_nets
+from food101.train.diagnostics import ERROR, INFO, Diagnostics, analyze_nets
 
 
 def small_model(name="story2"):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from food101.caffe2 import model_helper, optimizer, workspace
+from food101.caffe2 import core, model_helper, optimizer, workspace
+from food101.caffe2.proto import caffe2_pb2
 from food101.data.reader import LMDBReader
 from food101.train.checkpoint import save_checkpoint
 from food101.train.diagnostics import Diagnostics, DivergenceGuard, demo, reproduce
@@ -44,17 +45,18 @@ def poisoned_lmdb(tmp_path, poison):
     return path
 
 
-def build_model():
+def build_model(device=None):
     """Fine-tuning: a frozen pretrained backbone, a new classifier."""
     model = model_helper.ModelHelper(name="story4")
-    features = demo.add_backbone(model, "data", depth=2, width=8, trainable=False)
-    loss = demo.add_classifier(model, features, 8 * 8 * 8, CLASSES)
-    model.AddGradientOperators([loss])
-    optimizer.build_sgd(model, base_learning_rate=0.01, policy="fixed", momentum=0.9)
+    with core.DeviceScope(device or caffe2_pb2.DeviceOption()):
+        features = demo.add_backbone(model, "data", depth=2, width=8, trainable=False)
+        loss = demo.add_classifier(model, features, 8 * 8 * 8, CLASSES)
+        model.AddGradientOperators([loss])
+        optimizer.build_sgd(model, base_learning_rate=0.01, policy="fixed", momentum=0.9)
     workspace.RunNetOnce(model.param_init_net)
     for name, value in demo.tiny_zoo_weights(depth=2, width=8).items():
         if not name.startswith("pred"):
-            workspace.FeedBlob(name, value)
+            workspace.FeedBlob(name, value, device)
     return model
 
 
@@ -68,13 +70,13 @@ def batches(reader):
         yield images, labels, [reader.keys[i].decode("ascii") for i in indices]
 
 
-def train(tmp_path, poison, policy, iterations=14, **settings):
+def train(tmp_path, poison, policy, iterations=14, device=None, **settings):
     reader = LMDBReader(poisoned_lmdb(tmp_path, poison), batch_size=BATCH)
-    model = build_model()
+    model = build_model(device)
     stream = batches(reader)
     images, labels, _ = next(batches(reader))
-    workspace.FeedBlob("data", images)
-    workspace.FeedBlob("label", labels)
+    workspace.FeedBlob("data", images, device)
+    workspace.FeedBlob("label", labels, device)
     workspace.CreateNet(model.net)
     config = {"divergence_policy": policy, "spike_factor": 3.0, "spike_warmup": 2,
               "good_state_interval": 2, "stats_interval": 0, "health_interval": 0}
@@ -89,12 +91,14 @@ def train(tmp_path, poison, policy, iterations=14, **settings):
         if diag.on_batch(it + 1, images, labels, keys) == "skip":
             log.append((it + 1, "skipped batch", None))
             continue
-        workspace.FeedBlob("data", images)
-        workspace.FeedBlob("label", labels)
+        workspace.FeedBlob("data", images, device)
+        workspace.FeedBlob("label", labels, device)
         workspace.RunNet(model.net)
         loss = float(workspace.FetchBlob("loss"))
         action = diag.after_iteration(it + 1, loss, workspace)
         log.append((it + 1, action, loss))
+        if action == "continue":
+            diag.stats_record(it + 1, workspace)
         if action == "stop":
             break
         it = diag.resume_iteration if action in ("skip", "rollback") else it + 1
@@ -204,3 +208,59 @@ def test_guard_alone_spots_a_spike_against_the_running_average():
 def _empty_net():
     from food101.caffe2.proto import caffe2_pb2
     return caffe2_pb2.NetDef(name="empty")
+
+
+def test_a_step_split_into_forward_backward_and_update_nets(tmp_path):
+    """The trainer runs <net>_fwd_bwd then <net>_update; the diagnostics take both."""
+    from food101.caffe2.proto import caffe2_pb2
+    reader = LMDBReader(poisoned_lmdb(tmp_path, "nan"), batch_size=BATCH)
+    model = build_model()
+    ops = list(model.net.Proto().op)
+    cut = next(i for i, op in enumerate(ops) if op.type == "AutogradGradient") + 1
+    fwd_bwd = caffe2_pb2.NetDef(name="story4_fwd_bwd", op=ops[:cut])
+    update = caffe2_pb2.NetDef(name="story4_update", op=ops[cut:])
+    stream = batches(reader)
+    images, labels, _ = next(batches(reader))
+    workspace.FeedBlob("data", images)
+    workspace.FeedBlob("label", labels)
+    workspace.CreateNet(fwd_bwd)
+    workspace.CreateNet(update, input_blobs=["pred_w_grad", "pred_b_grad"])  # fwd_bwd writes them
+    diag = Diagnostics({"divergence_policy": "rollback", "good_state_interval": 2,
+                        "spike_warmup": 2, "stats_interval": 3}, num_classes=CLASSES)
+    diag.on_start([fwd_bwd, update], model.param_init_net, model.params, workspace)
+    it, actions = 0, []
+    while it < 6:
+        images, labels, keys = next(stream)
+        if diag.on_batch(it + 1, images, labels, keys) == "skip":
+            continue
+        workspace.FeedBlob("data", images)
+        workspace.FeedBlob("label", labels)
+        workspace.RunNet(fwd_bwd.name)
+        workspace.RunNet(update.name)
+        action = diag.after_iteration(it + 1, float(workspace.FetchBlob("loss")), workspace)
+        actions.append(action)
+        diag.stats_record(it + 1, workspace)
+        it = diag.resume_iteration if action == "rollback" else it + 1
+    reader.close()
+    assert actions.count("rollback") == 1
+    assert diag.reports[0].suspect_keys == [POISONED_KEY]
+    lr_op = [op for op in update.op if op.type == "LearningRate"][0]
+    assert float(workspace.FetchBlob(lr_op.output[0])[0]) == pytest.approx(0.005)
+    assert "pred_w_grad" in diag.last_stats and "conv2" in diag.last_stats
+    for param in model.params:
+        assert np.isfinite(workspace.FetchBlob(param)).all()
+
+
+@pytest.mark.cuda
+def test_rollback_on_cuda(tmp_path):
+    gpu = caffe2_pb2.DeviceOption(device_type=caffe2_pb2.CUDA, device_id=0)
+    model, diag, log = train(tmp_path, "nan", "rollback", device=gpu, stats_interval=4)
+    assert workspace.FetchTensor("pred_w").is_cuda
+    report = diag.reports[0]
+    assert report.iteration == 3 and report.suspect_keys == [POISONED_KEY]
+    assert report.first_nonfinite[0]["blob"] == "data"
+    losses = [loss for _, action, loss in log if action == "continue"]
+    assert all(math.isfinite(v) for v in losses) and np.mean(losses[-3:]) < np.mean(losses[:2])
+    assert diag.last_stats["pred_w_grad"].nan == 0 and diag.last_stats["conv1"].norm > 0
+    replay = reproduce(report.reproducer_path)  # back onto the GPU the net names
+    assert math.isnan(replay.loss["loss"]) and replay.blobs["pred_w"].is_cuda

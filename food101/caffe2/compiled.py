@@ -27,9 +27,11 @@ from .executor import AUTOGRAD_OP, PreparedNet
 
 log = logging.getLogger(__name__)
 
-# Ops that touch Python objects or the host: they run between compiled graphs.
+# Ops that touch Python objects or host-side scalars (Caffe2 keeps the iteration counter on the
+# CPU even in GPU nets): they run between compiled graphs instead of breaking them.
 EAGER_ONLY = frozenset({
     "CreateDB", "TensorProtosDBInput", "Print", "Summarize", "CreateMutex", "EnsureCPUOutput",
+    "Iter", "AtomicIter", "LearningRate",
 })
 
 

@@ -55,8 +55,8 @@ def crop_normalize(images, top, left, flip, crop, *, mean=BGR_MEAN, scale=1.0,
     """Crop each image at its (top, left), mirror where `flip`, subtract `mean`, multiply by
     `scale`: uint8 (N, C, H, W) -> `dtype` (N, C, crop, crop) on the images' device.
 
-    method: "numpy" (per-image strided views, the CPU default; the output buffer is recycled) or "gather" (one indexing kernel over the batch,
-    the default elsewhere)."""
+    method: "numpy" (per-image strided views, the CPU default; the output buffer is recycled)
+    or "gather" (one indexing kernel over the batch, the default elsewhere)."""
     images = _as_tensor(images)
     n, c, h, w = images.shape
     device = images.device
@@ -85,16 +85,17 @@ def _channel_mean(mean, channels):
 
 
 def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
-    n, c = images.shape[:2]
+    """`images`: an (N, C, H, W) array or a sequence of (C, H, W) arrays (record views)."""
+    n, c = len(images), images[0].shape[0]
     if channels_last:      # an NHWC array seen as NCHW is a channels_last tensor
         out_nhwc = _OUTPUTS.empty((n, crop, crop, c), np.float32)
         out = out_nhwc.transpose(0, 3, 1, 2)
     else:
         out = _OUTPUTS.empty((n, c, crop, crop), np.float32)
-    mean = mean.reshape(c, 1, 1)
-    mirrored = np.empty((c, crop, crop), np.uint8)
+    flat_mean, mean = mean.reshape(c, 1), mean.reshape(c, 1, 1)
+    mirrored = np.empty((c, crop, crop), images[0].dtype)
     for i in range(n):
-        patch = images[i, :, tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
+        patch = images[i][:, tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
         if flips[i]:
             # numpy casts from a negative stride slowly; OpenCV mirrors a plane with SIMD
             for channel in range(c):
@@ -102,11 +103,14 @@ def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
             patch = mirrored
         target = out[i]
         target[...] = patch          # cast, then float-float arithmetic: faster than one mixed ufunc
-        target -= mean
+        if channels_last:
+            target -= mean
+        else:                        # as (C, H*W): long contiguous rows, a faster inner loop
+            target = target.reshape(c, -1)
+            target -= flat_mean
         if scale != 1.0:
             target *= scale
-    result = torch.from_numpy(out_nhwc).permute(0, 3, 1, 2) if channels_last else torch.from_numpy(out)
-    return result
+    return torch.from_numpy(out_nhwc).permute(0, 3, 1, 2) if channels_last else torch.from_numpy(out)
 
 
 def _crop_gather(images, top, left, flip, crop, mean, scale, channels_last):
@@ -178,6 +182,26 @@ class Augment:
             return out
         labels = torch.as_tensor(labels)
         return out, labels.to(self.device, non_blocking=True) if labels.device != self.device else labels
+
+    def apply_to_records(self, images, labels, generator=None):
+        """The reader's zero-copy path: `images` is a list of (C, H, W) uint8 views straight into
+        the database (valid only during this call), cropped into the float batch directly, so
+        the uint8 batch is never assembled. CPU only; same result as __call__ on the batch."""
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            return NotImplemented
+        n, (c, h, w) = len(images), images[0].shape
+        if self.train:
+            top, left, flip = crop_params(n, h, w, self.crop, mirror=self.mirror,
+                                          generator=generator if generator is not None else self.generator)
+        else:
+            if self.crop > h or self.crop > w:
+                raise ValueError("crop %d is larger than the %dx%d images" % (self.crop, h, w))
+            top, left = [(h - self.crop) // 2] * n, [(w - self.crop) // 2] * n
+            flip = [False] * n
+        tolist = (lambda v: v.tolist() if isinstance(v, torch.Tensor) else v)
+        out = _crop_numpy(images, tolist(top), tolist(left), tolist(flip), self.crop,
+                          _channel_mean(self.mean, c), float(self.scale), self.channels_last)
+        return out, torch.from_numpy(np.asarray(labels, np.int32))
 
     def __repr__(self):
         return "Augment(crop=%d, train=%s, mirror=%s, mean=%s, scale=%g, device=%s)" % (

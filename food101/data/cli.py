@@ -33,10 +33,9 @@ def build_main(args):
 
 
 def make_demo_main(args):
-    from .demo import make_demo_dataset
+    from .demo import DEMO_CLASSES, make_demo_dataset
     try:
-        demo = make_demo_dataset(args.out, classes=_classes(args.classes) or None if args.classes else
-                                 __import__("food101.data.demo", fromlist=["DEMO_CLASSES"]).DEMO_CLASSES,
+        demo = make_demo_dataset(args.out, classes=_classes(args.classes) or DEMO_CLASSES,
                                  train_per_class=args.train_per_class, test_per_class=args.test_per_class,
                                  max_side=args.max_side, seed=args.seed, with_broken=args.with_broken,
                                  overwrite=args.overwrite)

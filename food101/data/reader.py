@@ -5,7 +5,7 @@
     next batch  <-- deque of futures (prefetch) <-- read txn: get(key) for each index
         ^                 ^                             decode in place (records.py)
         |                 |                             copy image once into batch[i]
-      state         batch plan: (epoch, position) -> indices
+      state         batch plan: (epoch, position) -> indices     [then transform(batch)]
       (epoch, position)     epoch order = permutation(seed, epoch)[rank::world_size]
 
 The keys are listed once when the reader opens. Every epoch has its own order, drawn from
@@ -31,8 +31,10 @@ and OpenCV release the GIL.
 
 `transform(images, labels, generator)` (e.g. `augment.Augment`) runs in the reader threads on
 each batch, with a torch.Generator seeded from (seed, rank, epoch, position): augmentation on the
-CPU overlaps with the training step and is reproducible. On a GPU leave it out and augment the
-uint8 batch on the device.
+CPU overlaps with the training step and is reproducible. A transform with
+`apply_to_records(views, labels, generator)` (Augment on the CPU) is handed views straight into
+the database instead, so no uint8 batch is assembled at all. On a GPU leave the transform out
+and augment the uint8 batch on the device.
 """
 import collections
 import concurrent.futures
@@ -101,28 +103,31 @@ class LMDBReader:
         self.rank, self.world_size = int(rank), int(world_size)
         self.prefetch, self.num_threads, self.pin_memory = max(1, int(prefetch)), max(0, int(num_threads)), pin_memory
         self.transform = transform
-        self._buffers = HostBuffers(keep=self.prefetch + 4)
-        self.env = open_env(self.path)
-        with self.env.begin() as txn:
-            self.keys = list(txn.cursor().iternext(keys=True, values=False))
-        if not self.keys:
-            raise RecordError("%s: the LMDB holds no records" % self.path)
-        self.meta = read_metadata(self.path) if os.path.isdir(self.path) else None
-        self._decoder = RecordDecoder(self.path)
-        first, _ = self.read(0)
-        self.image_shape, self.image_dtype = first.shape, first.dtype
-        shard = self.shard_size()
-        if shard == 0:
-            raise ValueError("%s: %d records cannot feed %d ranks" % (self.path, len(self.keys), self.world_size))
-        if self.drop_last and shard < self.batch_size:
-            raise ValueError("%s: a shard holds %d records, fewer than one batch of %d with drop_last"
-                             % (self.path, shard, self.batch_size))
         self.epoch, self.position = 0, 0
+        self._buffers = HostBuffers(keep=self.prefetch + 4)
         self._orders = {}
         self._pool = None
         self._queue = collections.deque()
-        self._plan = None
-        self._plan_kind = None
+        self._plan = self._plan_kind = None
+        self._decoder = RecordDecoder(self.path)
+        self.env = open_env(self.path)
+        try:
+            with self.env.begin() as txn:
+                self.keys = list(txn.cursor().iternext(keys=True, values=False))
+            if not self.keys:
+                raise RecordError("%s: the LMDB holds no records" % self.path)
+            self.meta = read_metadata(self.path) if os.path.isdir(self.path) else None
+            first, _ = self.read(0)
+            self.image_shape, self.image_dtype = first.shape, first.dtype
+            shard = self.shard_size()
+            if shard == 0:
+                raise ValueError("%s: %d records cannot feed %d ranks" % (self.path, len(self.keys), self.world_size))
+            if self.drop_last and shard < self.batch_size:
+                raise ValueError("%s: a shard holds %d records, fewer than one batch of %d with drop_last"
+                                 % (self.path, shard, self.batch_size))
+        except BaseException:
+            self.close()
+            raise
 
     # -------------------------------------------------------------------------------- info
     def __len__(self):
@@ -244,11 +249,33 @@ class LMDBReader:
         return int(np.random.SeedSequence([self.seed, self.rank, epoch, position]).generate_state(1)[0])
 
     def _produce(self, planned):
-        images, labels = self.load_batch(planned.indices)
         if self.transform is None:
-            return images, labels
+            return self.load_batch(planned.indices)
         import torch
-        return self.transform(images, labels, torch.Generator().manual_seed(planned.seed))
+        generator = torch.Generator().manual_seed(planned.seed)
+        if hasattr(self.transform, "apply_to_records") and not self.pin_memory:
+            result = self._transform_records(planned.indices, generator)
+            if result is not NotImplemented:
+                return result
+            generator = torch.Generator().manual_seed(planned.seed)
+        images, labels = self.load_batch(planned.indices)
+        return self.transform(images, labels, generator)
+
+    def _transform_records(self, indices, generator):
+        """Hand the transform views into the database instead of a copied uint8 batch."""
+        keys, decode = self.keys, self._decoder.decode
+        views, labels = [], np.empty(len(indices), np.int32)
+        with self.env.begin(buffers=True) as txn:
+            for j, index in enumerate(indices):
+                key = keys[index]
+                buf = txn.get(key)
+                if buf is None:
+                    self._decoder.fail(key, "key vanished from the database")
+                image, labels[j] = decode(key, buf)
+                if image.shape != self.image_shape or image.dtype != np.uint8:
+                    return NotImplemented       # the batch path reports it
+                views.append(image)
+            return self.transform.apply_to_records(views, labels, generator)
 
     def _start(self, kind, batch_size):
         if self._plan_kind == (kind, batch_size):
@@ -313,6 +340,8 @@ class LMDBReader:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def close(self):
+        if not hasattr(self, "_queue"):   # __init__ failed before any resource was taken
+            return
         self._drop_prefetched()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

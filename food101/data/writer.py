@@ -39,10 +39,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import lmdb
 import numpy as np
-
-import cv2
 
 from .decode import INTERPOLATIONS, RESIZE_MODES, BadImage, load_image, to_chw
 from .layout import LAYOUT_VERSION, Food101Layout

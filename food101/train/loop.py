@@ -63,8 +63,8 @@ def select_device(solver):
     """(torch.device, caffe2 DeviceOption) for solver_mode/device_id; a clear error without CUDA."""
     if solver.solver_mode == "GPU":
         if not torch.cuda.is_available():
-            raise TrainingError("--gpu was given (solver_mode GPU) but no CUDA GPU is available "
-                                "(torch.cuda.is_available() is False, torch %s%s); train on the CPU "
+            raise TrainingError("--gpu was given but no CUDA GPU is available (solver_mode GPU; "
+                                "torch.cuda.is_available() is False, torch %s%s); train on the CPU "
                                 "with --cpu or run on a machine with an NVIDIA GPU and a CUDA build "
                                 "of torch" % (torch.__version__,
                                               "" if torch.version.cuda else ", a CPU-only build"))
@@ -419,7 +419,9 @@ class Trainer:
             if isinstance(current, torch.Tensor) and tuple(current.shape) != tuple(value.shape):
                 raise TrainingError("checkpoint %s: blob %r has shape %s, this run's net needs %s"
                                     % (state["path"], name, list(value.shape), list(current.shape)))
-            workspace.FeedTensor(name, value.to(self.device) if isinstance(value, torch.Tensor) else value)
+            if isinstance(value, torch.Tensor):  # back where this run keeps it (the counter: CPU)
+                value = value.to(current.device if isinstance(current, torch.Tensor) else self.device)
+            workspace.FeedTensor(name, value)
         try:
             self.reader.load_state_dict(state["reader"])
         except ValueError as e:

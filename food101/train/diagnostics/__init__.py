@@ -22,10 +22,10 @@ The protocol a training loop follows (the Trainer does exactly this):
             continue
         feed(data, labels); workspace.RunNet(model.net); loss = fetch("loss")
         action = diag.after_iteration(it + 1, loss, workspace)
-        if action == "stop":
-            break
-        if action in ("skip", "rollback"):
-            it = diag.resume_iteration          # state restored; continue after it
+        if action != "continue":                # skip | rollback | stop: an earlier state is
+            it = diag.resume_iteration          # back in the workspace; continue after it
+            if action == "stop":
+                break                           # (a checkpoint now saves a healthy state)
             continue
         it += 1
         record = diag.stats_record(it, workspace)  # every stats_interval iterations, else None

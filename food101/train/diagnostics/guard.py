@@ -14,10 +14,12 @@
     JSON, with a reproducer file (the starting state + the batch) for `reproduce()`.
             │
             ▼ policy
-    stop      -> "stop"
+    stop      -> restore the state the iteration started from -> "stop"
     skip      -> restore the starting state (the update never happened), drop the batch -> "skip"
     rollback  -> restore the last good state, multiply every LearningRate base_lr by lr_scale
-                 -> "rollback" (the trainer continues from `resume_iteration` with new batches)
+                 -> "rollback": the workspace holds the state after iteration
+                 `resume_iteration`; the trainer continues with resume_iteration + 1 and new
+                 batches (the quarantined records are skipped when they come round again)
     report    -> log only -> "continue"
 
 Snapshots cost nothing on the device: ops never write a blob in place (the executor rebinds the
@@ -41,7 +43,6 @@ from ...caffe2.executor import PreparedNet
 from ...caffe2.ops.registry import lookup, parse_arguments
 from ...caffe2.proto import caffe2_pb2
 from . import netinfo
-from .health import blob_dict
 
 log = logging.getLogger("food101.train.diagnostics")
 
@@ -351,31 +352,39 @@ def _g(v):
 # Learning-rate scaling
 # ------------------------------------------------------------------------------------------
 def scale_learning_rate(workspace, net, factor):
-    """Multiply base_lr of every LearningRate op of the created net `net` (name, Net or NetDef)
-    by `factor`, in place: the prepared net's arguments and its NetDef. Returns
-    [(op index, old base_lr, new base_lr)]."""
+    """Multiply base_lr of every LearningRate op of the created net(s) `net` (a name, Net,
+    NetDef or a list of them) by `factor`, in place: the prepared net's arguments and the NetDef
+    copy it runs (the caller's NetDef objects are not touched). Returns
+    [(net name, op index, old base_lr, new base_lr)]."""
     ws = _workspace_object(workspace)
-    name = net if isinstance(net, str) else netinfo.as_netdef(net).name
-    prepared = ws.nets.get(name)
-    if prepared is None:
-        log.warning("scale_learning_rate: no net %r was created in the workspace; nothing scaled",
-                    name)
-        return []
+    if isinstance(net, str):
+        names = [net]
+    elif isinstance(net, (list, tuple)) and all(isinstance(n, str) for n in net):
+        names = list(net)
+    else:
+        names = netinfo.net_names(net)
     changed = []
     schema = lookup("LearningRate")
-    for step in prepared.steps:
-        if step.op.type != "LearningRate":
+    for name in names:
+        prepared = ws.nets.get(name)
+        if prepared is None:
+            log.warning("scale_learning_rate: no net %r was created in the workspace; its "
+                        "learning rate is unchanged", name)
             continue
-        for arg in step.op.arg:
-            if arg.name == "base_lr":
-                old = arg.f if arg.HasField("f") else float(arg.i)
-                arg.ClearField("i")
-                arg.f = old * factor
-                kwargs = parse_arguments(schema, step.op)
-                if "ctx" in step.kwargs:
-                    kwargs["ctx"] = step.kwargs["ctx"]
-                step.kwargs = kwargs
-                changed.append((step.index, old, old * factor))
+        for step in prepared.steps:
+            if step.op.type != "LearningRate":
+                continue
+            for arg in step.op.arg:
+                if arg.name == "base_lr":
+                    old = arg.f if arg.HasField("f") else float(arg.i)
+                    _set_base_lr(step.op, old * factor)
+                    kwargs = parse_arguments(schema, step.op)
+                    if "ctx" in step.kwargs:
+                        kwargs["ctx"] = step.kwargs["ctx"]
+                    # in place: a compiled net's generated code holds this very dict
+                    step.kwargs.clear()
+                    step.kwargs.update(kwargs)
+                    changed.append((name, step.index, old, old * factor))
     return changed
 
 
@@ -399,7 +408,7 @@ class DivergenceGuard:
             guard.before_iteration(it, ws, data=batch, keys=keys)   # after FeedBlob is fine too
             workspace.RunNet(model.net)
             action = guard.after_iteration(it, loss, ws)            # continue|skip|rollback|stop
-            if action == "rollback": it = guard.resume_iteration
+            if action in ("skip", "rollback"): it = guard.resume_iteration  # next: it + 1
     """
 
     def __init__(self, train_netdef, policy="stop", spike_factor=5.0, window=50, warmup=20,
@@ -409,6 +418,7 @@ class DivergenceGuard:
             raise ValueError("divergence policy must be one of %s, got %r" % (", ".join(POLICIES),
                                                                              policy))
         self.net = netinfo.as_netdef(train_netdef)
+        self.net_names = netinfo.net_names(train_netdef)
         self.policy = policy
         self.spike_factor = float(spike_factor)
         self.warmup = int(warmup)
@@ -422,6 +432,7 @@ class DivergenceGuard:
         self.per_sample_loss = netinfo.per_sample_loss(self.net)
         self.reports = []
         self.recoveries = 0
+        self.lr_factor = 1.0  # product of the lr scalings applied by rollbacks
         self.resume_iteration = None
         self.quarantined_keys = set()
         self._clone = False
@@ -450,6 +461,8 @@ class DivergenceGuard:
                      "training state instead of keeping references")
             self._clone = True
             self._pending_good = self._good = None
+        if loss is None:
+            return "continue"  # nothing to judge (the caller has no loss for this iteration)
         loss = float(loss)
         reason = None
         average = sum(self.history) / len(self.history) if self.history else None
@@ -516,13 +529,16 @@ class DivergenceGuard:
         os.makedirs(self.report_dir, exist_ok=True)
         start = self.start_blobs(ws)
         needed = netinfo.read_before_written(self.net)
-        blobs = {}
+        blobs, devices = {}, {}
         for n in needed:
             v = start.get(n)
             if isinstance(v, torch.Tensor):
                 blobs[n] = v.detach().cpu()
+                devices[n] = str(v.device)
+            elif v is not None:
+                blobs[n] = v  # mutexes, strings: pickled as they are
         torch.save({"format": REPRODUCER_FORMAT, "iteration": int(it),
-                    "netdef": self.net.SerializeToString(), "blobs": blobs,
+                    "netdef": self.net.SerializeToString(), "blobs": blobs, "devices": devices,
                     "rng": self._start.rng if self._start else None,
                     "keys": list(map(str, keys or [])), "loss": loss}, path)
         return path
@@ -537,7 +553,10 @@ class DivergenceGuard:
         self.quarantined_keys.update(report.suspect_keys)
         if self.policy == "report":
             return "continue"
-        if self.policy == "stop":
+        if self.policy == "stop":  # keep the state the bad iteration started from, to save
+            if self._start is not None:
+                self._start.restore(ws.blobs, ws)
+                report.resume_iteration = self.resume_iteration = report.iteration - 1
             return "stop"
         self.recoveries += 1
         if self.recoveries > self.max_recoveries:
@@ -552,9 +571,12 @@ class DivergenceGuard:
         target.restore(ws.blobs, ws)
         report.resume_iteration = target.iteration if target is self._good else target.iteration - 1
         self.resume_iteration = report.resume_iteration
-        scaled = scale_learning_rate(ws, self.net.name, self.lr_scale)
-        for index, old, new in scaled:
-            _set_base_lr(self.net.op[index], new)
+        scale_learning_rate(ws, self.net_names, self.lr_scale)
+        for _index, op in netinfo.learning_rate_ops(self.net):  # our copy tells the truth too
+            base = netinfo.op_args(op).get("base_lr")
+            if base is not None:
+                _set_base_lr(op, base * self.lr_scale)
+        self.lr_factor *= self.lr_scale
         report.lr_scaled_by = self.lr_scale
         self._pending_good = None
         return "rollback"
@@ -581,8 +603,8 @@ class ReplayResult:
     blobs: dict = field(repr=False, default_factory=dict)
 
     def __str__(self):
-        lines = ["Replay of iteration %s: loss %s" % (self.iteration, ", ".join(
-            "%s = %s" % (k, _g(v)) for k, v in self.loss.items()) or "?")]
+        lines = ["Replay of iteration %s: %s" % (self.iteration, ", ".join(
+            "%s = %s" % (k, _g(v)) for k, v in self.loss.items()) or "no loss")]
         for f in self.first_nonfinite:
             lines.append("  non-finite: %r (%s%s)" % (
                 f["blob"], f["stage"], ", op #%d %s" % (f["op_index"], f["op_type"])
@@ -601,17 +623,23 @@ def reproduce(checkpoint_path, iteration=None, netdef=None, feeds=None, keys=Non
     iteration started from, its batch, its RNG state and the net), or a trainer checkpoint
     (<prefix>_iter_<N>.ckpt) taken right before the iteration, with `netdef` (the training
     NetDef) and `feeds` ({blob: array}, the iteration's batch) given.
-    device: move the blobs to this torch device (default: where they were saved, CPU)."""
+    device: a torch device for every blob; by default a reproducer puts each blob back on the
+    device it was on, and a checkpoint's blobs go to the CUDA device the net names (as the
+    trainer restores them), else stay on the CPU."""
     payload = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    devices = {}
     if isinstance(payload, dict) and payload.get("format") == REPRODUCER_FORMAT:
         if iteration is not None and int(iteration) != payload["iteration"]:
             raise ValueError("%s re-runs iteration %d, not %d" % (
                 checkpoint_path, payload["iteration"], iteration))
         net = caffe2_pb2.NetDef()
-        net.ParseFromString(payload["netdef"]) if netdef is None else net.CopyFrom(
-            netinfo.as_netdef(netdef))
+        if netdef is None:
+            net.ParseFromString(payload["netdef"])
+        else:
+            net.CopyFrom(netinfo.as_netdef(netdef))
         blobs, rng = dict(payload["blobs"]), payload.get("rng")
         iteration, keys = payload["iteration"], keys or payload.get("keys")
+        devices = payload.get("devices", {})
     else:
         from ..checkpoint import load_checkpoint
         ckpt = load_checkpoint(checkpoint_path)
@@ -630,15 +658,30 @@ def reproduce(checkpoint_path, iteration=None, netdef=None, feeds=None, keys=Non
         blobs = dict(ckpt["blobs"])
         rng = (ckpt.get("rng") or {}).get("workspace")
         iteration = ckpt["iteration"] + 1
+        if device is None:
+            device = _net_cuda_device(net)
     for name, value in (feeds or {}).items():
         blobs[name] = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-    if device is not None:
-        blobs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in blobs.items()}
+    for name, value in blobs.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        where = device if device is not None else devices.get(name)
+        if where is not None and (not str(where).startswith("cuda") or torch.cuda.is_available()):
+            blobs[name] = value.to(where)
     replay = replay_iteration(net, blobs, rng=rng)
     per_sample_name = netinfo.per_sample_loss(net)
-    data_name = netinfo.read_before_written(net)[0] if net.op else None
-    data = blobs.get(data_name)
-    suspects = suspect_samples(data, keys, replay["forward_blobs"].get(per_sample_name))
+    data_name = netinfo.first_conv_input(net) or (netinfo.read_before_written(net) or [None])[0]
+    suspects = suspect_samples(replay["forward_blobs"].get(data_name, blobs.get(data_name)), keys,
+                               replay["forward_blobs"].get(per_sample_name))
     return ReplayResult(iteration=iteration, loss=replay["loss"],
                         first_nonfinite=replay["first_nonfinite"], origin=replay["origin"],
                         suspects=suspects, error=replay["error"], blobs=replay["blobs"])
+
+
+def _net_cuda_device(net):
+    options = [net.device_option] if net.HasField("device_option") else []
+    options += [op.device_option for op in net.op if op.HasField("device_option")]
+    for option in options:
+        if option.device_type == 1:
+            return torch.device("cuda", option.device_id)
+    return None

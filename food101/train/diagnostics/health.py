@@ -26,6 +26,7 @@ RANDOM_OR_CONSTANT_FILLS = frozenset({
     "XavierFill", "MSRAFill", "GaussianFill", "UniformFill", "ConstantFill", "UniformIntFill",
     "RangeFill", "LengthsRangeFill", "DiagonalFill",
 })
+SATURATED_LOSS = -math.log(1e-20)  # LabelCrossEntropy's clamp: log(max(p, 1e-20))
 ZOO_INPUT_NOTE = ("Model Zoo models (SqueezeNet, GoogLeNet, ...) were trained on BGR pixels in "
                   "0..255 with the per-channel mean (104, 117, 123) subtracted: values roughly "
                   "-123..151, sdev about 60")
@@ -270,21 +271,17 @@ def check_untrained_params(train, params):
 
 
 def zoo_weights(zoo_model):
-    """{blob: numpy array} from a ZooModel, a {blob: array} dict or a zoo init NetDef."""
+    """{blob: numpy array} of the pretrained values of a ZooModel (or of a zoo init NetDef): the
+    GivenTensor*Fill ops only, because a random fill in a zoo init net (a classifier replaced by
+    surgery) holds no pretrained values. A {blob: array} dict is taken as it is."""
     if zoo_model is None:
         return {}
     if isinstance(zoo_model, dict):
         return {str(k): np.asarray(v) for k, v in zoo_model.items()}
-    if callable(getattr(zoo_model, "weights", None)):
-        return dict(zoo_model.weights())
-    netdef = getattr(zoo_model, "init_net", zoo_model)
-    netdef = netinfo.as_netdef(netdef)
-    out = {}
-    for op in getattr(netdef, "op", ()):
-        args = netinfo.op_args(op)
-        if op.type.startswith("GivenTensor") and "values" in args and op.output:
-            out[op.output[0]] = np.asarray(args["values"]).reshape(args.get("shape", [-1]))
-    return out
+    from ...zoo import _nets
+    netdef = netinfo.as_netdef(getattr(zoo_model, "init_net", zoo_model))
+    return {op.output[0]: _nets.given_fill_value(op) for op in netdef.op
+            if op.type in _nets.GIVEN_FILLS and len(op.output) == 1}
 
 
 def _fills(init):
@@ -396,6 +393,7 @@ class HealthMonitor:
         self._losses = collections.deque(maxlen=20)
         self._chance_since = None
         self._chance_reported = False
+        self._saturation_reported = False
         self._ratio_snapshot = None       # (iteration, {param: tensor}) taken for the update ratio
         self.update_ratios = {}           # param -> last measured |update| / |weight|
         self._frozen = {}                 # blob -> (tensor, its _version) when fingerprinted
@@ -404,7 +402,6 @@ class HealthMonitor:
         self._lr_blobs = [(i, op) for i, op in netinfo.learning_rate_ops(self.net) if op.output]
         self._probs_blob, self._label_blob = netinfo.loss_probabilities(self.net)
         self._conv_input = netinfo.first_conv_input(self.net)
-        self._last_batch_keys = None
         self._pending_labels = None
 
     # -------------------------------------------------------------- helpers
@@ -453,10 +450,16 @@ class HealthMonitor:
         return self._emit(found, 0)
 
     def on_batch(self, data, labels=None, keys=None, iteration=None):
-        """Checks one batch before it is fed: labels in [0, num_classes), float data scale."""
+        """Checks one batch before it is fed: labels in [0, num_classes), float data scale.
+
+        Host (numpy) labels are checked in every batch; device tensors, whose check costs a
+        synchronisation, at iteration 1 and every health_interval iterations (the loss op
+        itself refuses a label out of range, without naming the record)."""
         found = []
-        self._last_batch_keys = list(keys) if keys is not None else None
-        if labels is not None:
+        interval = self.settings.health_interval
+        due = iteration is None or iteration <= 1 or (interval and iteration % interval == 0)
+        on_device = isinstance(labels, torch.Tensor) and labels.device.type != "cpu"
+        if labels is not None and (due or not on_device):
             lab = _as_tensor(labels).reshape(-1)
             if lab.numel():
                 if lab.is_floating_point():
@@ -467,7 +470,7 @@ class HealthMonitor:
                         % str(lab.dtype).replace("torch.", ""), Where(blob=self._label_blob)))
                 else:
                     found += self._check_labels(lab, keys)
-        if data is not None and self.expects_zoo_input:
+        if data is not None and self.expects_zoo_input and due:
             x = _as_tensor(data)
             if x.is_floating_point() and x.numel():
                 finite = x[torch.isfinite(x)]
@@ -531,9 +534,30 @@ class HealthMonitor:
         self._ratio_snapshot = None
 
     # -------------------------------------------------------------- the checks
+    def _check_saturation(self, it):
+        """LabelCrossEntropy clamps probabilities at 1e-20, so -ln(1e-20) = 46.05 per sample is
+        the most a batch can lose: a running loss near it means the softmax is saturated."""
+        if self._saturation_reported or len(self._losses) < self._losses.maxlen:
+            return []
+        mean = sum(self._losses) / len(self._losses)
+        if mean < 0.5 * SATURATED_LOSS:
+            return []
+        self._saturation_reported = True
+        return [Finding(
+            "loss_saturated", WARNING,
+            "the running loss is %.4g, near %.4g = -ln(1e-20), the largest value "
+            "LabelCrossEntropy produces (it clamps probabilities at 1e-20): the softmax is "
+            "saturated and puts ~0 probability on the true class of most images. This happens "
+            "when the learning rate is far too high (the first updates blow the classifier's "
+            "weights up) or the logits are huge (unnormalised inputs). Lower base_lr by 10x or "
+            "more and check the input scale." % (mean, SATURATED_LOSS), Where(blob=self._probs_blob))]
+
     def _check_chance(self, it, loss):
         s = self.settings
         self._losses.append(loss)
+        saturated = self._check_saturation(it)
+        if saturated:
+            return saturated
         if not s.chance_patience or not self.num_classes or self.num_classes < 2:
             return []
         chance = math.log(self.num_classes)

@@ -1,7 +1,6 @@
 """`Diagnostics`: the one object a training loop calls; it runs the checks, the statistics and
 the divergence guard, and turns their results into log lines and metrics records."""
 import logging
-import math
 import os
 
 from . import netinfo
@@ -47,6 +46,7 @@ class Diagnostics:
         self._relus = set()
         self._trained_relus = set()
         self.last_stats = None
+        self._last_action = "continue"
 
     # -------------------------------------------------------------- plumbing
     @property
@@ -136,7 +136,7 @@ class Diagnostics:
             report_dir = None  # no run folder: keep reports in memory only
         if s.divergence_policy:
             self.guard = DivergenceGuard(
-                self.netdef, policy=s.divergence_policy, spike_factor=s.spike_factor,
+                train_net, policy=s.divergence_policy, spike_factor=s.spike_factor,
                 window=s.spike_window, warmup=s.spike_warmup, lr_scale=s.lr_scale,
                 good_state_interval=s.good_state_interval, max_recoveries=s.max_recoveries,
                 report_dir=report_dir, log_reports=False)
@@ -156,6 +156,7 @@ class Diagnostics:
         """After iteration `it` ran; returns "continue", "skip", "rollback" or "stop"."""
         if not self.enabled or self.monitor is None:
             return "continue"
+        loss = float(loss) if loss is not None else None  # a device tensor syncs here, once
         action = "continue"
         if self.guard is not None:
             seen = len(self.guard.reports)
@@ -169,6 +170,7 @@ class Diagnostics:
                 record = {"phase": "diagnostics", "kind": "divergence", "iteration": int(it)}
                 record.update(report.to_dict())
                 self._record(record)
+        self._last_action = action
         if action == "continue":
             self._add(self.monitor.after_iteration(it, loss, workspace))
         elif action in ("skip", "rollback"):
@@ -181,6 +183,8 @@ class Diagnostics:
         interval = self.settings.stats_interval
         if not self.enabled or not interval or self.netdef is None:
             return None
+        if self._last_action != "continue":
+            return None  # the iteration was undone: its blobs describe nothing that persists
         if it != 1 and it % interval:
             return None
         blobs = blob_dict(workspace)

@@ -22,7 +22,27 @@ LOSS_INPUT_OPS = ("LabelCrossEntropy", "SoftmaxWithLoss", "CrossEntropy",
 
 
 def as_netdef(net):
+    """A NetDef from a NetDef, a core.Net, or a list of them (a training step split into
+    several nets, e.g. forward/backward + update): their ops concatenated in run order."""
+    if isinstance(net, (list, tuple)):
+        parts = [as_netdef(n) for n in net]
+        if len(parts) == 1:
+            return parts[0]
+        from ...caffe2.proto import caffe2_pb2
+        combined = caffe2_pb2.NetDef(name="+".join(p.name for p in parts))
+        for part in parts:
+            combined.op.extend(part.op)
+        if parts[0].HasField("device_option"):
+            combined.device_option.CopyFrom(parts[0].device_option)
+        return combined
     return net.Proto() if hasattr(net, "Proto") else net
+
+
+def net_names(net):
+    """The names of the created nets behind `net` (one, or each of a list)."""
+    if isinstance(net, (list, tuple)):
+        return [as_netdef(n).name for n in net]
+    return [as_netdef(net).name]
 
 
 def op_args(op):
@@ -76,6 +96,15 @@ def state_blobs(netdef):
     iteration changes (params, momenta, Iter, running statistics)."""
     written = writers(netdef)
     return [b for b in read_before_written(netdef) if b in written]
+
+
+def running_statistics(netdef):
+    """Blobs a training-mode SpatialBN reads and writes back (its running mean/variance)."""
+    out = set()
+    for op in netdef.op:
+        if op.type == "SpatialBN" and not int(op_args(op).get("is_test", 0)):
+            out.update(b for b in op.output[1:3] if b in op.input)
+    return out
 
 
 def update_targets(netdef):

@@ -7,6 +7,7 @@ below (`resolve_settings`).
 """
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Tuple
 
 
 def _key(default, doc):
@@ -33,7 +34,7 @@ class DiagnosticsConfig:
                                          "below this (vanishing gradients or a far too small lr)")
     update_ratio_high: float = _key(0.5, "warn when |update| / |weight| exceeds this (lr far too "
                                          "large: weights are rewritten every iteration)")
-    input_std_range: tuple = _key((10.0, 200.0),
+    input_std_range: Tuple[float, ...] = _key((10.0, 200.0),
                                   "expected sdev of the first Conv's input for zoo models trained "
                                   "on mean-subtracted 0..255 BGR; outside it the data scale is "
                                   "flagged ([0,1] data has sdev ~0.3)")

@@ -137,7 +137,7 @@ def select_blobs(netdef, params, available, which="all", param_to_grad=None):
     out = []
     if "activations" in wanted:
         seen = set()
-        state = set(netinfo.read_before_written(netdef))  # running statistics written in place
+        state = netinfo.running_statistics(netdef)
         for op in netdef.op[:netinfo.forward_end(netdef)]:
             for name in op.output:
                 if name in seen or name in param_set or name not in available:

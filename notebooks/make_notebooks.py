@@ -1,0 +1,130 @@
+"""Writes the notebooks from the cell sources below (outputs empty: CI executes them).
+
+    python notebooks/make_notebooks.py      # after editing a cell here
+Keeping the sources in one Python file makes notebook diffs reviewable.
+"""
+import os
+
+import nbformat
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def notebook(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for kind, source in cells:
+        source = source.strip("\n")
+        nb.cells.append(nbformat.v4.new_markdown_cell(source) if kind == "md"
+                        else nbformat.v4.new_code_cell(source))
+    return nb
+
+
+CAFFE2_API = [
+    ("md", """
+# Classic Caffe2 code, one changed import
+
+This is the shape of the Caffe2 MNIST tutorial: a `ModelHelper`, `brew` layers, gradient
+operators, an `Iter` + `LearningRate` + `WeightedSum` update with Caffe2's negative learning
+rate, and a `workspace` loop with `FetchBlob`. The only change from Caffe2 is the import line:
+
+```python
+# from caffe2.python import core, workspace, model_helper, brew   # before
+from food101.caffe2 import core, workspace, model_helper, brew     # after
+```
+"""),
+    ("code", """
+import numpy as np
+from food101.caffe2 import core, workspace, model_helper, brew
+
+workspace.ResetWorkspace()
+rs = np.random.RandomState(3)
+# A learnable toy task: 10 classes, each brightens its own patch of a 28x28 uint8 image.
+batches = []
+for _ in range(3):
+    images = rs.randint(0, 256, (16, 1, 28, 28)).astype(np.uint8)
+    labels = rs.randint(0, 10, 16).astype(np.int32)
+    for i, label in enumerate(labels):
+        images[i, 0, 2 * label:2 * label + 6, 4:10] = 255
+    batches.append((images, labels))
+"""),
+    ("code", """
+model = model_helper.ModelHelper(name="mnist_like", arg_scope={"order": "NCHW"})
+model.net.AddExternalInput("data_uint8", "label")
+model.net.Cast(["data_uint8"], "data_f", to=core.DataType.FLOAT)
+model.net.Scale("data_f", "data_s", scale=float(1. / 256))
+data = model.net.StopGradient("data_s", "data")
+conv1 = brew.conv(model, data, "conv1", dim_in=1, dim_out=8, kernel=5)
+pool1 = brew.max_pool(model, conv1, "pool1", kernel=2, stride=2)
+relu1 = brew.relu(model, pool1, "relu1")
+fc1 = brew.fc(model, relu1, "fc1", dim_in=8 * 12 * 12, dim_out=10)
+softmax = brew.softmax(model, fc1, "softmax")
+xent = model.net.LabelCrossEntropy([softmax, "label"], "xent")
+loss = model.net.AveragedLoss(xent, "loss")
+brew.accuracy(model, [softmax, "label"], "accuracy")
+model.AddGradientOperators([loss])
+ITER = brew.iter(model, "iter")
+LR = model.net.LearningRate(ITER, "LR", base_lr=-0.1, policy="step", stepsize=1, gamma=0.999)
+ONE = model.param_init_net.ConstantFill([], "ONE", shape=[1], value=1.0)
+for param in model.params:
+    model.net.WeightedSum([param, ONE, model.param_to_grad[param], LR], param)
+print("params:", [str(p) for p in model.params])
+print("ops in the training net:", [op.type for op in model.net.Proto().op])
+"""),
+    ("md", """
+The gradient part is one `AutogradGradient` op: torch autograd computes every `<blob>_grad`
+that Caffe2's per-op gradient operators would have written, with the same names.
+"""),
+    ("code", """
+workspace.RunNetOnce(model.param_init_net)
+workspace.FeedBlob("data_uint8", batches[0][0])
+workspace.FeedBlob("label", batches[0][1])
+workspace.CreateNet(model.net)
+losses, accuracies = [], []
+for i in range(60):
+    images, labels = batches[i % 3]
+    workspace.FeedBlob("data_uint8", images)
+    workspace.FeedBlob("label", labels)
+    workspace.RunNet(model.net.Proto().name)
+    losses.append(float(workspace.FetchBlob("loss")))
+    accuracies.append(float(workspace.FetchBlob("accuracy")))
+print("loss %.3f -> %.3f, accuracy %.2f -> %.2f" % (losses[0], losses[-1], accuracies[0], accuracies[-1]))
+print("conv1_w_grad shape:", workspace.FetchBlob("conv1_w_grad").shape)
+assert losses[-1] < losses[0]
+"""),
+    ("code", """
+%matplotlib inline
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(losses, label="loss")
+ax.plot(accuracies, label="accuracy")
+ax.set_xlabel("iteration")
+ax.legend()
+plt.show()
+"""),
+    ("md", """
+## Model Zoo nets load as they are
+
+`predict_net.pb` / `init_net.pb` from the Caffe2 Model Zoo run unchanged. Here the seeded
+stand-in SqueezeNet shipped in `models/squeezenet_standin` (real Caffe2 wrote it, with the zoo's
+topology); `tools/download_model.py squeezenet` fetches the pretrained files.
+"""),
+    ("code", """
+from food101.caffe2.proto import load_net
+import os
+root = os.path.join("..", "models", "squeezenet_standin")
+init_net = load_net(os.path.join(root, "init_net.pb"))
+predict_net = load_net(os.path.join(root, "predict_net.pb"))
+workspace.ResetWorkspace()
+workspace.RunNetOnce(init_net)
+workspace.FeedBlob("data", (np.random.RandomState(0).rand(1, 3, 227, 227) * 255 - 117).astype(np.float32))
+workspace.RunNetOnce(predict_net)
+probs = workspace.FetchBlob("softmaxout")
+print("softmaxout", probs.shape, "sums to", float(probs.sum()))
+print("pool3", workspace.FetchBlob("pool3").shape, "pool5", workspace.FetchBlob("pool5").shape)
+"""),
+]
+
+if __name__ == "__main__":
+    nbformat.write(notebook(CAFFE2_API), os.path.join(HERE, "02_caffe2_api.ipynb"))
+    print("wrote", os.path.join(HERE, "02_caffe2_api.ipynb"))
