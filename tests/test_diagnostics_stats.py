@@ -97,7 +97,8 @@ def test_stats_records_cover_params_grads_and_activations_in_net_order(tmp_path)
     assert blobs["fc_w"]["update_ratio"] > 0      # measured between two iterations
     assert any(line.startswith("Blob statistics at iteration 4") for line in lines)
     selected = select_blobs(model.net, model.params, workspace.Blobs(), "grads")
-    assert [n for n, _ in selected] == ["conv_w_grad", "conv_b_grad", "fc_w_grad", "fc_b_grad"]
+    assert [n for n, _ in selected] == ["conv_w_grad", "conv_b_grad", "fc_w_grad", "fc_b_grad",
+                                        "conv_grad", "fc_grad"]
     with pytest.raises(ValueError, match="unknown selection"):
         select_blobs(model.net, model.params, workspace.Blobs(), "weights")
 

@@ -99,7 +99,11 @@ def test_reinitialised_backbone_is_named_at_start_and_stuck_at_chance():
     assert "re-initialised" in stuck[0].message  # the evidence is tied back to the cause
     assert stuck[0].iteration <= ITERS
 
-    # why it is stuck, visible in the statistics: the signal dies out on its way up
+    # why it is stuck, visible in the statistics: the gradient dies out on its way down ...
+    vanishing = [f for f in diag.findings if f.code == "vanishing_gradients"]
+    assert vanishing and vanishing[0].where.blob == "conv1_grad"
+    assert "|conv1_grad|" in vanishing[0].message and "|pred_grad|" in vanishing[0].message
+    # ... and the signal on its way up
     dead = [f for f in diag.findings if f.code == "dead_relu"]
     assert dead and dead[-1].where.blob == "conv%d" % DEPTH and "100%" in dead[-1].message
     last = records[-1]["blobs"]

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "caffe2_reference", "zoo",
                    "squeezenet")
-N = 48  # iterations before the interruption point; the reference run does 2N
+N = 32  # iterations before the interruption point; the reference run does 2N
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def demo_config(demo, output_dir, **overrides):
         "data.train_lmdb": demo["train"], "data.test_lmdb": demo["test"],
         "data.crop_size": 56, "data.batch_size": 16, "data.test_batch_size": 48,
         "model.zoo_dir": ZOO, "model.num_classes": 6, "model.unfreeze_from": "fire9",
-        "solver.base_lr": 0.002, "solver.lr_policy": "step", "solver.stepsize": 60,
+        "solver.base_lr": 0.002, "solver.lr_policy": "step", "solver.stepsize": 56,
         "solver.gamma": 0.5, "solver.max_iter": 2 * N, "solver.display": 8,
         "solver.test_interval": N, "solver.snapshot": N, "solver.random_seed": 7,
         "train.output_dir": str(output_dir), "train.progress": False,
@@ -74,7 +74,7 @@ def test_training_learns(demo, reference_run):
     assert np.mean(losses[-8:]) < np.mean(losses[:8])
     train_eval = evaluate_model(result["checkpoint"], demo["train"])
     print("train top-1 %.3f, test top-1 %.3f" % (train_eval["top1"], result["top1"]))
-    assert train_eval["top1"] > 1 / 6 + 0.1, train_eval["top1"]   # chance is 1/6
+    assert train_eval["top1"] > 0.3, train_eval["top1"]   # chance is 1/6
     assert result["top1"] is not None and result["top5"] >= result["top1"]
 
 

@@ -5,6 +5,7 @@
     python tools/train.py --solver configs/solver.prototxt --train-lmdb data/train_lmdb \\
         --test-lmdb data/test_lmdb --set solver.max_iter=2000 --output-dir runs/sq
     python tools/train.py --resume runs/sq/snapshots          # continue the newest checkpoint
+    torchrun --nproc_per_node 4 tools/train.py --gpu --distributed --config ...   # 4 GPUs
 
 Config: defaults < --config YAML < --solver prototxt < flags and --set KEY=VALUE. The effective
 config, the log, metrics.jsonl, plots, checkpoints and the deploy model go to --output-dir.
@@ -41,6 +42,9 @@ def get_args_parser():
     p.add_argument("--base-lr", type=float, help="= --set solver.base_lr=X")
     p.add_argument("--seed", type=int, help="= --set solver.random_seed=N")
     p.add_argument("--bf16", action="store_true", help="= --set train.bf16=true")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes torchrun starts, one per device "
+                        "(= --set distributed.enabled=true; see the distributed.* config keys)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--resume", metavar="PATH",
                    help="continue from a checkpoint (.ckpt) or the newest in a folder; without "

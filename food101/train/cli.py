@@ -29,6 +29,8 @@ def config_from_args(args):
             flags[key] = value
     if getattr(args, "bf16", False):
         flags["train.bf16"] = True
+    if getattr(args, "distributed", False):
+        flags["distributed.enabled"] = True
     if getattr(args, "no_progress", False):
         flags["train.progress"] = False
     if getattr(args, "gpu", None) is not None:
@@ -54,6 +56,8 @@ def train_main(args):
         result = fine_tune(cfg, resume=args.resume)
     except (C.ConfigError, TrainingError, ckpt.CheckpointError, FileNotFoundError) as e:
         return _error(e)
+    if result.get("rank", 0) != 0:  # distributed: rank 0 reports for the job
+        return EXIT_INTERRUPTED if result["interrupted"] else 0
     if result["interrupted"]:
         print("interrupted: checkpoint %s" % result["checkpoint"], file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -131,12 +131,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training, one process per device under torchrun (food101.train.distributed)."""
+    enabled: bool = _key(False, "train data-parallel: run under torchrun, one process per device, "
+                                "gradients all-reduced, the LMDB sharded by rank (--distributed)")
+    backend: str = _key("", "torch.distributed backend; \"\" = NCCL for GPUs (Gloo for CPU blobs), "
+                            "Gloo on the CPU")
+    timeout_s: float = _key(600.0, "seconds a collective waits for a silent rank before the job "
+                                   "fails; must exceed the longest rank-0-only phase (evaluation, "
+                                   "checkpoint)")
+    lr_scaling: str = _key("linear", "linear: lr = solver.base_lr x images per update / "
+                                     "reference_batch (Goyal et al. 2017) | none")
+    reference_batch: int = _key(0, "the batch solver.base_lr was tuned for; 0 = one rank's "
+                                   "data.batch_size x solver.iter_size, so lr scales with the ranks")
+    warmup_iters: int = _key(100, "updates over which a scaled lr ramps up linearly from "
+                                  "warmup_start_multiplier x lr (0 = no warm-up)")
+    warmup_start_multiplier: float = _key(-1.0, "where the warm-up starts, as a fraction of the "
+                                                "scaled lr; -1 = 1 / scale (the unscaled base_lr)")
+    bn_stats: str = _key("average", "running statistics of SpatialBN layers that train: average "
+                                    "(mean over ranks every update) | broadcast (rank 0's) | local")
+    bucket_cap_mb: float = _key(25.0, "size in MB of the buckets gradients are packed into for "
+                                      "the all-reduce")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole tree; `solver` carries Caffe's names."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
@@ -620,11 +645,26 @@ def validate(cfg):
          % (m.freeze_up_to, m.unfreeze_from)),
         (m.weight_init in ("msra", "xavier", "gaussian"),
          "model.weight_init must be msra, xavier or gaussian, got %r" % m.weight_init),
-    ]
+    ] + _distributed_checks(cfg.distributed)
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def _distributed_checks(d):
+    return [
+        (d.lr_scaling in ("linear", "none"),
+         "distributed.lr_scaling must be linear or none, got %r" % d.lr_scaling),
+        (d.bn_stats in ("average", "broadcast", "local"),
+         "distributed.bn_stats must be average, broadcast or local, got %r" % d.bn_stats),
+        (d.timeout_s > 0, "distributed.timeout_s must be > 0, got %r" % d.timeout_s),
+        (min(d.reference_batch, d.warmup_iters) >= 0,
+         "distributed.reference_batch and warmup_iters must be >= 0"),
+        (d.bucket_cap_mb > 0, "distributed.bucket_cap_mb must be > 0, got %r" % d.bucket_cap_mb),
+        (d.backend in ("", "gloo", "nccl", "cpu:gloo,cuda:nccl"),
+         "distributed.backend must be \"\", gloo, nccl or cpu:gloo,cuda:nccl, got %r" % d.backend),
+    ]
 
 
 def output_path(cfg, *parts):

@@ -57,11 +57,12 @@ import os
 import numpy as np
 import torch
 
-from ..caffe2.ops.collective import CollectiveError, CommonWorld, broadcast_tensors  # noqa: F401
+from ..caffe2.data_parallel_model import (BN_STATS_MODES, add_computed_param_sync, add_lr_warmup,
+                                          add_param_broadcast, insert_gradient_allreduce,
+                                          scale_learning_rate_ops, trained_bn_statistics)
+from ..caffe2.ops.collective import CollectiveError, all_reduce_tensors, broadcast_tensors
 
-COMM_WORLD = "comm_world"           # blob of the CreateCommonWorld op the helpers add
 DEFAULT_TIMEOUT_S = 600.0
-BN_STATS_MODES = ("average", "broadcast", "local")
 LR_SCALING_RULES = ("linear", "none")
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -204,6 +205,75 @@ def shutdown():
     _context = SINGLE
 
 
+def join(cfg, error=DistributedError):
+    """(cfg, context) for a training run. With `distributed.enabled`: join torchrun's process
+    group (a GPU run takes cuda:LOCAL_RANK as solver.device_id) and take rank 0's random seed,
+    so every rank shuffles the LMDB the same way and reads its own disjoint shard of it.
+    Otherwise (cfg, a single-process context). Failures raise `error` (the caller's class)."""
+    from . import config as C
+    d = cfg.distributed
+    if not d.enabled:
+        return cfg, SINGLE
+    device_type = "cuda" if cfg.solver.solver_mode == "GPU" else "cpu"
+    try:
+        ctx = init_distributed(d.backend or None, device_type, d.timeout_s)
+        seed = int(broadcast_tensors([torch.tensor([cfg.solver.random_seed], dtype=torch.int64)],
+                                     op_type="the seed broadcast")[0][0])
+    except (DistributedError, CollectiveError) as e:
+        raise error(str(e)) from None
+    updates = {"solver.random_seed": seed}
+    if device_type == "cuda":
+        updates["solver.device_id"] = ctx.local_rank
+    return C.merge(cfg, updates, "distributed"), ctx
+
+
+def any_rank(flag, ctx=None):
+    """True on every rank when `flag` is true on any (e.g. a Ctrl-C seen by one rank), so all
+    ranks stop after the same iteration."""
+    ctx = ctx or current()
+    if not ctx.enabled:
+        return bool(flag)
+    total = all_reduce_tensors([torch.tensor([int(bool(flag))], dtype=torch.int64)],
+                               op_type="the stop-flag all-reduce")[0]
+    return bool(int(total[0]) > 0)
+
+
+def describe(ctx, cfg, lr_factor):
+    """The log line of a distributed run."""
+    d = cfg.distributed
+    return ("Data-parallel: %d ranks (%s), %d images per update; lr x %g (%s)%s; BN statistics %s"
+            % (ctx.world_size, ctx.backend, ctx.world_size * cfg.data.batch_size * cfg.solver.iter_size,
+               lr_factor, d.lr_scaling, ", %d warm-up updates" % d.warmup_iters if d.warmup_iters
+               and lr_factor != 1.0 else "", d.bn_stats))
+
+
+class _NullRecords:
+    """metrics.JsonlWriter's stand-in on ranks other than 0: they write no files."""
+
+    def write(self, record):
+        pass
+
+    def close(self):
+        pass
+
+
+def silent_outputs():
+    """(records, runlog) for ranks other than 0: nothing printed, nothing written."""
+    from .metrics import RunLog
+    return _NullRecords(), RunLog(None, total=None, progress=False, stream=open(os.devnull, "w"))
+
+
+def localize_checkpoint(state, reader, ctx=None, error=ValueError):
+    """A checkpoint (written by rank 0) as this rank resumes it: its own shard's reader position."""
+    ctx = ctx or current()
+    if not ctx.enabled or not state.get("reader"):
+        return state
+    try:
+        return dict(state, reader=reader_state_for_rank(state["reader"], reader))
+    except ValueError as e:
+        raise error("checkpoint %s: %s" % (state.get("path", "?"), e)) from None
+
+
 # ------------------------------------------------------------------------------ learning rate
 def lr_scale_factor(world_size, batch_size, iter_size=1, reference_batch=0, rule="linear"):
     """The factor the linear scaling rule multiplies base_lr by.
@@ -236,16 +306,17 @@ def prepare_training_nets(nets, cfg, ctx=None):
     d = cfg.distributed
     factor = lr_scale_factor(ctx.world_size, cfg.data.batch_size, cfg.solver.iter_size,
                              d.reference_batch, d.lr_scaling)
-    init = nets.init[0]
-    add_param_broadcast(init, list(nets.params) + trained_bn_statistics(nets.fwd_bwd))
+    # the ops use the default process group: no common-world blob joins the checkpointed state
+    stats = trained_bn_statistics(nets.fwd_bwd)
+    add_param_broadcast(nets.init[0], list(nets.params) + stats, comm_world=None)
     insert_gradient_allreduce(nets.update, ["%s_grad" % p for p in nets.params], position=0,
-                              average=True, bucket_cap_mb=d.bucket_cap_mb)
+                              comm_world=None, average=True, bucket_cap_mb=d.bucket_cap_mb)
     if factor != 1.0:
         scale_learning_rate_ops(nets.update, factor)
     start = d.warmup_start_multiplier if d.warmup_start_multiplier >= 0 else 1.0 / factor
     if d.warmup_iters > 0 and start != 1.0:
         add_lr_warmup(nets.update, d.warmup_iters, start)
-    add_computed_param_sync(nets.update, trained_bn_statistics(nets.fwd_bwd), d.bn_stats)
+    add_computed_param_sync(nets.update, stats, d.bn_stats, comm_world=None)
     return factor
 
 
@@ -289,9 +360,11 @@ def reader_state_for_rank(state, reader):
 
 
 def decorrelate_rngs(seed, iteration, ctx=None, workspace=None, generators=()):
-    """Give this rank its own random streams (dropout masks, augmentation) from (seed, rank,
-    iteration); every rank starts from the same seed so that the param init agrees. A no-op for
-    a single process, so single-process runs are unchanged."""
+    """Give this rank its own random streams (dropout masks, augmentation) for the update after
+    `iteration`, seeded from (seed, rank, iteration). Called at every update, it makes a resumed
+    run draw exactly what the uninterrupted one drew, with no per-rank RNG state in checkpoints;
+    every rank starts from the same seed, so the param init agrees. A no-op for a single
+    process, so single-process runs are unchanged."""
     ctx = ctx or current()
     if not ctx.enabled:
         return

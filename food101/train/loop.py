@@ -46,6 +46,7 @@ from ..caffe2.executor import AUTOGRAD_OP
 from ..caffe2.proto import caffe2_pb2
 from . import checkpoint as ckpt
 from . import config as C
+from . import distributed
 from .evaluate import ClassificationMetrics, write_results
 from .metrics import JsonlWriter, RunLog, SmoothedLoss, eval_log_lines, train_log_lines
 
@@ -173,6 +174,8 @@ class Trainer:
             seed = (self.resume_from.get("config") or {}).get("solver", {}).get("random_seed", -1)
             cfg = C.merge(cfg, {"solver.random_seed": seed}, "checkpoint seed") if seed >= 0 else cfg
         self.cfg = C.validate(C.resolve_seed(cfg))
+        self.cfg, self.dist = distributed.join(self.cfg, error=TrainingError)  # a world of one unless distributed.enabled
+        self.lr_factor = 1.0
         self.stream = stream
         self.device, self.device_option = select_device(self.cfg.solver)
         self.iteration = 0
@@ -215,7 +218,8 @@ class Trainer:
         from ..data.reader import LMDBReader
         pin = self.device.type == "cuda"
         self.reader = LMDBReader(data.train_lmdb, data.batch_size, shuffle=data.shuffle, seed=seed,
-                                 pin_memory=pin, num_threads=1, prefetch=4)
+                                 pin_memory=pin, num_threads=1, prefetch=4,
+                                 **distributed.reader_shard(self.dist))
         self.class_names = self._class_names(self.reader)
         if len(self.class_names) != cfg.model.num_classes:
             raise TrainingError("model.num_classes is %d but %s has %d classes (%s); set "
@@ -232,8 +236,11 @@ class Trainer:
         self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=data.mean,
                                device=self.device, generator=self.aug_generator)
         self.nets = build_training_nets(cfg, self.class_names, self.device_option)
+        self.lr_factor = distributed.prepare_training_nets(self.nets, cfg, self.dist)
         for net in self.nets.init:
             workspace.RunNetOnce(net)
+        from ..zoo import frozen_checksums
+        self.frozen_before = frozen_checksums(self.nets.frozen_blobs)  # the zoo's own values
         self.accumulators = {}
         if cfg.solver.iter_size > 1:
             grads = ["%s_grad" % p for p in self.nets.params]
@@ -248,7 +255,8 @@ class Trainer:
                             input_blobs=[b for b in external_reads(self.nets.update) if b in written])
         self.state_blobs = self._state_blob_names()
         if self.resume_from is not None:
-            self._restore(self.resume_from)
+            self._restore(distributed.localize_checkpoint(self.resume_from, self.reader, self.dist,
+                                                          error=TrainingError))
 
     def _class_names(self, reader):
         cfg = self.cfg
@@ -328,6 +336,8 @@ class Trainer:
         """One weight update: iter_size forward/backward passes, then the update net."""
         t0 = time.perf_counter()
         self._in_step = True
+        distributed.decorrelate_rngs(self.cfg.solver.random_seed, self.iteration, self.dist,
+                                     workspace.current(), [self.aug_generator])
         losses, accs = [], []
         for _ in range(self.cfg.solver.iter_size):
             self._feed_batch(*self._next_train_batch())
@@ -341,7 +351,7 @@ class Trainer:
         loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         acc = accs[0] if len(accs) == 1 else torch.stack(accs).mean()
         lr = workspace.FetchTensor(self.nets.lr_blob).detach().reshape(-1)[0]
-        images = self.cfg.data.batch_size * self.cfg.solver.iter_size
+        images = self.cfg.data.batch_size * self.cfg.solver.iter_size * self.dist.world_size
         seconds = time.perf_counter() - t0
         self.step_seconds += seconds
         self._pending.append((self.iteration, loss, acc, lr, images, seconds))
@@ -369,7 +379,7 @@ class Trainer:
     # -------------------------------------------------------------------------- evaluation
     def evaluate(self, final=False):
         cfg = self.cfg
-        if not cfg.data.test_lmdb:
+        if not cfg.data.test_lmdb or not self.dist.is_rank0:  # the other ranks go on meanwhile
             return None
         limit = 0 if final else cfg.solver.test_iter
         results = evaluate_nets(self.nets, self.class_names, cfg.data.test_lmdb, cfg.data,
@@ -403,6 +413,8 @@ class Trainer:
 
     def save(self, path=None):
         self._flush()
+        if not self.dist.is_rank0:
+            return None
         path = path or ckpt.checkpoint_path(self.snapshot_prefix, self.iteration)
         ckpt.save_checkpoint(path, **self.checkpoint_payload())
         self.runlog.info("Snapshotting to %s" % path)
@@ -444,19 +456,28 @@ class Trainer:
         self.smoothed_state = None
         self.last_snapshot = (None, None)
         t_start = time.perf_counter()
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            if getattr(self, "reader", None) is not None:
+                self.reader.close()
+            raise
         if self.smoothed_state:
             self.smoothed.load_state_dict(self.smoothed_state)
         start_iteration = self.iteration
-        config_path = self._write_config()
-        if self.resume_from is None:  # a fresh run starts fresh files
-            for name in ("metrics.jsonl", "train.log"):
-                if os.path.exists(self.path(name)):
-                    os.remove(self.path(name))
-        self.records = JsonlWriter(self.path("metrics.jsonl"),
-                                   truncate_after=start_iteration if self.resume_from else None)
-        self.runlog = RunLog(self.path("train.log"), total=solver.max_iter, initial=start_iteration,
-                             progress=cfg.train.progress, stream=self.stream)
+        if not self.dist.is_rank0:  # only rank 0 writes the config, log and metrics
+            config_path = None
+            self.records, self.runlog = distributed.silent_outputs()
+        else:
+            config_path = self._write_config()
+            if self.resume_from is None:  # a fresh run starts fresh files
+                for name in ("metrics.jsonl", "train.log"):
+                    if os.path.exists(self.path(name)):
+                        os.remove(self.path(name))
+            self.records = JsonlWriter(self.path("metrics.jsonl"),
+                                       truncate_after=start_iteration if self.resume_from else None)
+            self.runlog = RunLog(self.path("train.log"), total=solver.max_iter, initial=start_iteration,
+                                 progress=cfg.train.progress, stream=self.stream)
         self._displayed = (start_iteration, 0.0)
         interrupted = False
         try:
@@ -474,9 +495,13 @@ class Trainer:
                         self._test_and_keep_best()
                     if solver.snapshot and it % solver.snapshot == 0 and it < solver.max_iter:
                         self.save()
+                    if self.dist.enabled:  # every rank stops after the same iteration
+                        self.stop_requested = distributed.any_rank(self.stop_requested, self.dist)
                     if self.stop_requested:
                         interrupted = True
                         break
+        except distributed.CollectiveError as e:  # a rank died: this one cannot go on
+            raise TrainingError(distributed.failure_message(e, self.last_snapshot[1], self.dist)) from None
         except KeyboardInterrupt:
             interrupted = True
             if self._in_step:  # a second Ctrl-C inside an update: its blobs are half written
@@ -497,12 +522,16 @@ class Trainer:
                 return self._result(interrupted=True, checkpoint=path, seconds=train_seconds,
                                     start_iteration=start_iteration, config_path=config_path)
             self._flush()
+            from ..zoo import audit_frozen
+            audit = audit_frozen(self.frozen_before)
+            self.runlog.info(audit.report())
+            audit.check()  # a frozen blob that moved is a bug, not a result
             final_eval = self._test_and_keep_best(final=True) if cfg.data.test_lmdb else None
             path = self.last_snapshot[1] if self.last_snapshot[0] == self.iteration else self.save()
             artefacts = self._finish(final_eval)
             return self._result(interrupted=False, checkpoint=path, seconds=train_seconds,
                                 start_iteration=start_iteration, config_path=config_path,
-                                final_eval=final_eval, **artefacts)
+                                final_eval=final_eval, frozen_audit=audit.report(), **artefacts)
         finally:
             self.records.close()
             self.runlog.close()
@@ -527,6 +556,8 @@ class Trainer:
                  "Effective config: %s" % config_path]
         if self.resume_from is not None:
             lines.append("Resuming from %s at iteration %d" % (self.resume_from["path"], self.iteration))
+        if self.dist.enabled:
+            lines.append(distributed.describe(self.dist, cfg, self.lr_factor))
         from . import schedule
         for w in schedule.check(cfg.solver):
             lines.append("LR schedule warning: " + w)
@@ -560,6 +591,8 @@ class Trainer:
     def _finish(self, final_eval):
         cfg = self.cfg
         out = {}
+        if not self.dist.is_rank0:
+            return out
         if final_eval is not None:
             out["eval_path"] = write_results(final_eval, self.path("eval_final.json"))
         if cfg.train.plots:
@@ -577,7 +610,8 @@ class Trainer:
         start = kw.pop("start_iteration")
         seconds = kw.pop("seconds")
         done = self.iteration - start
-        result = dict(kw, iteration=self.iteration, output_dir=os.path.abspath(self.path()),
+        result = dict(kw, iteration=self.iteration, rank=self.dist.rank,
+                      output_dir=os.path.abspath(self.path()),
                       metrics_path=self.path("metrics.jsonl"), log_path=self.path("train.log"),
                       best=self.best, final_loss=records[-1]["smoothed_loss"] if records else None,
                       iterations_run=done, seconds=seconds,

@@ -6,7 +6,21 @@
                  `reproduce()` re-runs one iteration from a reproducer or checkpoint
     findings.py  `Finding` (code, severity, message, where) and the once-per-problem log
     hook.py      `Diagnostics`: the object a training loop calls
-    settings.py  `DiagnosticsConfig`: every knob, documented
+    settings.py  `DiagnosticsConfig`: every knob, documented (the config's `diagnostics` section)
+    netinfo.py   reading a training NetDef: forward/gradient/update ops, who writes a blob
+    inspection.py  reading metrics.jsonl back: tables, findings, norm plots (tools/inspect_training.py)
+    demo.py      small CPU stand-ins for the four stories (tests, notebooks/03_diagnosing_training)
+
+What fires, by code (each message says the cause and the fix):
+    start-up   reinit_pretrained, reinit_static, gradient_ascent, negative_base_lr,
+               lr_poly_past_max_iter, lr_poly_no_max_iter, lr_poly_power, lr_schedule,
+               bn_running_stats_drift, frozen_blob_updated, params_not_updated, zero_lr
+    per batch  label_range, label_dtype, input_scale
+    running    stuck_at_chance, loss_saturated, vanishing_updates, large_updates,
+               frozen_blob_changed (naming the op that writes the blob), lr_nonfinite,
+               lr_sign_flip, input_scale
+    statistics nonfinite_blobs, dead_relu, vanishing_gradients
+    guard      a DivergenceReport (nonfinite_loss | loss_spike) and the policy's action
 
 The protocol a training loop follows (the Trainer does exactly this):
 
@@ -31,6 +45,8 @@ The protocol a training loop follows (the Trainer does exactly this):
         record = diag.stats_record(it, workspace)  # every stats_interval iterations, else None
         if record: metrics.write(record)
 
+`train_net` may be one net or the list of nets one iteration runs ([fwd_bwd, update]); give
+`zoo_model` only to a run that starts from the zoo weights (a resumed run has trained them).
 `on_start` returns the start-up findings; every finding is also logged once (through
 `log_lines`, else the `food101.train.diagnostics` logger) and written as a
 {"phase": "diagnostics", "kind": "finding", ...} record; divergences as
@@ -39,8 +55,10 @@ The protocol a training loop follows (the Trainer does exactly this):
 `tools/inspect_training.py` prints and plots.
 
 On "rollback" the guard has already restored the last good in-memory state and multiplied the
-LearningRate ops' base_lr (in the created net and in the NetDef it was given) by lr_scale; a
-trainer that rebuilds its net from its own NetDef must apply `diag.guard.net`'s base_lr values.
+LearningRate ops' base_lr by lr_scale in the created nets (and in the NetDef, when a single one
+was given); `diag.guard.lr_factor` is the product of the scalings so far, for a trainer that
+rebuilds its nets. Cost: after_iteration reads the loss as a float (one device sync per
+iteration); the other checks run every health_interval / stats_interval iterations.
 """
 from .findings import ERROR, INFO, WARNING, Finding, FindingLog, Where
 from .guard import (DivergenceGuard, DivergenceReport, ReplayResult, StateSnapshot, replay_iteration,

@@ -59,6 +59,8 @@ class Finding:
 
 
 def where_op(net_name, index, op, blob=None):
+    from .netinfo import locate
+    net_name, index = locate(net_name, index)  # a member of a combined net, its own index
     return Where(net=net_name, op_index=index, op_type=op.type, op_name=op.name or None, blob=blob)
 
 

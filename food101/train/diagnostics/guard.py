@@ -101,7 +101,8 @@ class StateSnapshot:
 # ------------------------------------------------------------------------------------------
 def _describe_step(netdef, index):
     op = netdef.op[index]
-    return {"op_index": index, "op_type": op.type, "op_name": op.name or None}
+    net, local = netinfo.locate(netdef.name, index)
+    return {"op_index": local, "op_type": op.type, "op_name": op.name or None, "net": net}
 
 
 def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
@@ -125,7 +126,7 @@ def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
         if len(first) < max_blobs and all(f["blob"] != name or f["stage"] != stage for f in first):
             entry = {"blob": name, "stage": stage, "count": count}
             entry.update(_describe_step(netdef, index) if index is not None else
-                         {"op_index": None, "op_type": None, "op_name": None})
+                         {"op_index": None, "op_type": None, "op_name": None, "net": None})
             first.append(entry)
 
     for name in netinfo.read_before_written(netdef):
@@ -307,8 +308,8 @@ class DivergenceReport:
                 if f["stage"] == "input":
                     parts.append("%r (input read from the workspace)" % f["blob"])
                 else:
-                    parts.append("%r (%s, op #%d %s)" % (f["blob"], f["stage"], f["op_index"],
-                                                         f["op_type"]))
+                    parts.append("%r (%s, op #%d %s of net %r)" % (
+                        f["blob"], f["stage"], f["op_index"], f["op_type"], f.get("net")))
             lines.append("First non-finite blobs: " + "; ".join(parts))
         if self.first_nonfinite and self.first_nonfinite[0]["stage"] == "input":
             lines.append("The iteration started with non-finite %r: %s" % (
@@ -318,9 +319,10 @@ class DivergenceReport:
                 else "an earlier update wrote it (a NaN/Inf learning rate or gradient one "
                      "iteration before; divergence_policy rollback returns to a good state)"))
         if self.origin:
-            lines.append("It starts at op #%d %s, whose inputs %s are finite and whose output %r "
-                         "is not." % (self.origin["op_index"], self.origin["op_type"],
-                                      self.origin["inputs"], self.origin["blob"]))
+            lines.append("It starts at op #%d %s of net %r, whose inputs %s are finite and whose "
+                         "output %r is not." % (self.origin["op_index"], self.origin["op_type"],
+                                                self.origin.get("net"), self.origin["inputs"],
+                                                self.origin["blob"]))
         if self.learning_rates:
             lines.append("Learning rate: " + ", ".join("%s = %s" % (k, _g(v))
                                                        for k, v in self.learning_rates.items()))

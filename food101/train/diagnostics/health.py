@@ -59,6 +59,7 @@ def check_update_signs(train):
     WeightedSum([param, ONE, grad, LR]) computes param + LR * grad, so it needs LR < 0;
     MomentumSGDUpdate, Adam, ... compute param - LR * (...), so they need LR > 0."""
     findings = []
+    ref = lambda i: netinfo.op_ref(train, i)  # noqa: E731
     for lr_index, lr_op in netinfo.learning_rate_ops(train):
         args = netinfo.op_args(lr_op)
         base_lr = args.get("base_lr")
@@ -76,23 +77,24 @@ def check_update_signs(train):
                 param, grad = op.input[0], op.input[2]
                 if built_by_optimizer:
                     code, message = "negative_base_lr", (
-                        "build_sgd was given a negative base_learning_rate (its LearningRate op "
-                        "#%d writes %r with base_lr=%g, and op #%d WeightedSum computes %s = %s + "
+                        "build_sgd was given a negative base_learning_rate (its LearningRate %s "
+                        "writes %r with base_lr=%g, and %s WeightedSum computes %s = %s + "
                         "LR * %s with that positive LR): every update climbs the loss (gradient "
                         "ascent). build_sgd expects a positive base_learning_rate and applies "
                         "Caffe2's sign convention itself (it negates the rate for WeightedSum). "
                         "Fix: build_sgd(model, base_learning_rate=%g, ...)."
-                        % (lr_index, lr_blob, base_lr, index, param, param, grad, abs(base_lr)))
+                        % (ref(lr_index), lr_blob, base_lr, ref(index), param, param, grad,
+                           abs(base_lr)))
                 else:
                     code, message = "gradient_ascent", (
-                        "op #%d WeightedSum updates %r as %s = 1 * %s + LR * %s, and LR comes from "
-                        "LearningRate op #%d with base_lr=%g > 0: the gradient is ADDED, so "
+                        "%s WeightedSum updates %r as %s = 1 * %s + LR * %s, and LR comes from "
+                        "LearningRate %s with base_lr=%g > 0: the gradient is ADDED, so "
                         "training climbs the loss (gradient ascent; the loss rises or stays flat). "
                         "Caffe2's convention: WeightedSum adds its weighted inputs, so a plain SGD "
                         "update takes a NEGATIVE learning rate (LearningRate base_lr=%g); "
                         "MomentumSGDUpdate and the other optimizer ops subtract and take a "
                         "positive one. Fix: base_lr=%g, or use optimizer.build_sgd, which "
-                        "chooses the sign." % (index, param, param, param, grad, lr_index,
+                        "chooses the sign." % (ref(index), param, param, param, grad, ref(lr_index),
                                                base_lr, -abs(base_lr), -abs(base_lr)))
                 findings.append(Finding(code, ERROR, message,
                                         where_op(train.name, index, op, blob=param)))
@@ -102,10 +104,10 @@ def check_update_signs(train):
                 target = op.output[netinfo.UPDATE_OPS[op.type]] if op.output else "?"
                 code = "negative_base_lr" if built_by_optimizer else "gradient_ascent"
                 message = (
-                    "op #%d %s updates %r with a negative learning rate (LearningRate op #%d, "
+                    "%s %s updates %r with a negative learning rate (LearningRate %s, "
                     "base_lr=%g): %s subtracts LR x gradient, so a negative LR climbs the loss "
                     "(gradient ascent). %s" % (
-                        index, op.type, target, lr_index, base_lr, op.type,
+                        ref(index), op.type, target, ref(lr_index), base_lr, op.type,
                         "build_sgd/build_* expect a positive base_learning_rate and apply "
                         "Caffe2's sign convention themselves; pass base_learning_rate=%g."
                         % abs(base_lr) if built_by_optimizer else
@@ -116,10 +118,10 @@ def check_update_signs(train):
         if base_lr == 0:
             findings.append(Finding(
                 "zero_lr", INFO,
-                "LearningRate op #%d has base_lr=0: the params it drives never change. If the "
+                "LearningRate %s has base_lr=0: the params it drives never change. If the "
                 "loss still changes from one iteration to the next, something other than the "
                 "optimizer moves (training-mode BatchNorm statistics, Dropout, the data)."
-                % lr_index, where_op(train.name, lr_index, lr_op, blob=lr_blob)))
+                % ref(lr_index), where_op(train.name, lr_index, lr_op, blob=lr_blob)))
     return findings
 
 
@@ -150,6 +152,7 @@ def check_schedules(train, max_iter=None):
     """The LearningRate ops' schedules over the planned run (poly past max_iter, ...)."""
     findings = []
     for index, op in netinfo.learning_rate_ops(train):
+        label = "LearningRate " + netinfo.op_ref(train, index)
         args = netinfo.op_args(op)
         policy = args.pop("policy", "fixed")
         base_lr = args.pop("base_lr", 0.0)
@@ -161,12 +164,12 @@ def check_schedules(train, max_iter=None):
             if poly_max is None or poly_max <= 0:
                 poly_findings.append(Finding(
                     "lr_poly_no_max_iter", ERROR,
-                    "LearningRate op #%d uses lr_policy 'poly' without a positive max_iter: poly "
+                    "%s uses lr_policy 'poly' without a positive max_iter: poly "
                     "is base_lr * (1 - iter/max_iter)^power and only means something with max_iter "
                     "= the number of iterations you train (Caffe: the solver's max_iter). Caffe2 "
                     "takes a missing max_iter as -1, which it stores as 2^64-1, so the rate "
                     "never decays; with a small or negative max_iter it grows or turns NaN. Set "
-                    "max_iter=%s." % (index, max_iter if max_iter else "<training iterations>"),
+                    "max_iter=%s." % (label, max_iter if max_iter else "<training iterations>"),
                     where))
             elif max_iter is not None and max_iter > poly_max:
                 past = poly_max + 1
@@ -181,20 +184,20 @@ def check_schedules(train, max_iter=None):
                                       if int(power) % 2 else "grows again", rate, past))
                 poly_findings.append(Finding(
                     "lr_poly_past_max_iter", ERROR,
-                    "LearningRate op #%d: lr_policy 'poly' has max_iter=%d but the run trains %d "
+                    "%s: lr_policy 'poly' has max_iter=%d but the run trains %d "
                     "iterations. poly computes base_lr * (1 - iter/max_iter)^power; past max_iter "
                     "(1 - iter/max_iter) is negative: %s. Fix: make poly's max_iter equal to the "
                     "run's max_iter (Caffe uses the solver's max_iter for both)."
-                    % (index, poly_max, max_iter, consequence), where))
+                    % (label, poly_max, max_iter, consequence), where))
             if 0 < power < 1:
                 poly_findings.append(Finding(
                     "lr_poly_power", INFO,
-                    "LearningRate op #%d: poly power=%g < 1 keeps the rate near base_lr for most "
+                    "%s: poly power=%g < 1 keeps the rate near base_lr for most "
                     "of the run and drops it steeply only at the end (at 75%% of max_iter it is "
                     "still %.0f%% of base_lr); power=1 is a straight line to 0. This does not stop "
                     "a net from learning early on: if the loss is flat from the start, look at "
                     "base_lr, the data and the architecture instead. Past max_iter a fractional "
-                    "power gives NaN." % (index, power, 100 * math.pow(0.25, power)), where))
+                    "power gives NaN." % (label, power, 100 * math.pow(0.25, power)), where))
         findings += poly_findings
         if max_iter:
             warnings = _schedule_warnings(policy, base_lr, max_iter, args)
@@ -205,8 +208,8 @@ def check_schedules(train, max_iter=None):
                 severity = WARNING if any(s in w for s in ("NaN", "nan", "sign", "grows")) else INFO
                 findings.append(Finding(
                     "lr_schedule", severity,
-                    "LearningRate op #%d (policy %r, base_lr=%g, %d iterations): %s"
-                    % (index, policy, base_lr, max_iter, w), where))
+                    "%s (policy %r, base_lr=%g, %d iterations): %s"
+                    % (label, policy, base_lr, max_iter, w), where))
     return findings
 
 
@@ -229,7 +232,7 @@ def check_frozen_writes(train, params):
             "its running statistics %r and %r" % (running_mean, running_var)
         findings.append(Finding(
             "bn_running_stats_drift", ERROR,
-            "running stats will drift: op #%d SpatialBN %r writes %s every iteration. Its scale "
+            "running stats will drift: %s SpatialBN %r writes %s every iteration. Its scale "
             "%r and bias %r are not trained params, so the layer is meant to be frozen, but it "
             "runs in training mode (is_test=0): it normalises each batch with that batch's own "
             "mean/variance (the loss changes every iteration even with lr 0) and moves the "
@@ -237,7 +240,7 @@ def check_frozen_writes(train, params):
             "accuracy can fall to chance. lr_mult: 0, propagate_down: false or base_lr: 0 do not "
             "stop this: they only stop gradient updates. Fix: is_test=1 for frozen SpatialBN "
             "ops (Caffe: batch_norm_param { use_global_stats: true })."
-            % (index, op.name or op.output[0], stats_text, scale, bias),
+            % (netinfo.op_ref(train, index), op.name or op.output[0], stats_text, scale, bias),
             where_op(train.name, index, op, blob=written[0] if written else running_mean)))
     targets, _aux = netinfo.update_targets(train)
     for blob, (index, op) in targets.items():
@@ -245,9 +248,9 @@ def check_frozen_writes(train, params):
             continue
         findings.append(Finding(
             "frozen_blob_updated", WARNING,
-            "op #%d %s updates %r, which is not in the model's params (so it is meant to stay "
+            "%s %s updates %r, which is not in the model's params (so it is meant to stay "
             "fixed): it changes every iteration. Register it as a param if it should train, or "
-            "drop the update op." % (index, op.type, blob), where_op(train.name, index, op, blob)))
+            "drop the update op." % (netinfo.op_ref(train, index), op.type, blob), where_op(train.name, index, op, blob)))
     return findings
 
 
@@ -306,12 +309,13 @@ def check_reinit_static(init, weights, params=()):
             continue  # a new layer that reuses a zoo name (the resized classifier): expected
         findings.append(Finding(
             "reinit_static", WARNING,
-            "param_init_net op #%d %s fills %r, a pretrained Model Zoo blob of the same shape %s: "
+            "param_init_net %s %s fills %r, a pretrained Model Zoo blob of the same shape %s: "
             "if the param_init_net runs after the zoo weights are loaded, the pretrained values "
             "are replaced by random ones and the net trains from scratch (on Food-101 that means "
             "loss near ln(C) for thousands of iterations). Load the zoo weights after running "
             "the param_init_net, or do not create fills for pretrained layers."
-            % (index, op.type, blob, list(zoo_shape)), where_op(init.name, index, op, blob)))
+            % (netinfo.op_ref(init, index), op.type, blob, list(zoo_shape)),
+            where_op(init.name, index, op, blob)))
     return findings
 
 
@@ -332,7 +336,9 @@ def check_pretrained_values(blobs, weights, init=None, rtol=1e-5, atol=1e-6):
     if not reinit:
         return []
     filled = [n for n in reinit if n in fills]
-    by_fill = ", ".join("%r by op #%d %s" % (n, fills[n][0], fills[n][1].type) for n in filled[:6])
+    init_name = netinfo.as_netdef(init).name if init is not None else ""
+    by_fill = ", ".join("%r by %s %s" % (n, netinfo.op_ref(init_name, fills[n][0]), fills[n][1].type)
+                        for n in filled[:6])
     names = ", ".join(repr(n) for n in reinit[:8]) + (" ..." if len(reinit) > 8 else "")
     first = filled[0] if filled else reinit[0]
     where = (where_op(netinfo.as_netdef(init).name, fills[first][0], fills[first][1], first)
@@ -420,6 +426,7 @@ class HealthMonitor:
         params = set(self.params)
         _targets, aux = netinfo.update_targets(self.net)
         written = netinfo.writers(self.net)
+        state = set(netinfo.state_blobs(self.net))  # written back (not just passed through)
         out = []
         for name in netinfo.read_before_written(self.net):
             if name in params or name in aux:
@@ -429,7 +436,7 @@ class HealthMonitor:
             value = blobs.get(name)
             if not isinstance(value, torch.Tensor) or not value.is_floating_point():
                 continue
-            if name in self.zoo or name in written:
+            if name in self.zoo or name in state:
                 out.append(name)
         return out
 
@@ -582,6 +589,8 @@ class HealthMonitor:
             causes.append("updates vanish: |update|/|weight| = %.2g for %r" % small[0])
         if "input_scale" in codes:
             causes.append("the input data is on the wrong scale (see input_scale)")
+        if "vanishing_gradients" in codes:
+            causes.append("gradients vanish before the early layers (see vanishing_gradients)")
         dead = [f.where.blob for f in self.findings if f.code == "dead_relu"]
         if dead:
             causes.append("ReLUs are dead (see dead_relu: %s)" % ", ".join(map(repr, dead[:3])))
@@ -652,15 +661,15 @@ class HealthMonitor:
                      "net (a FeedBlob, a checkpoint load, another net)." % self.net.name)
             where = Where(net=self.net.name, blob=name)
         elif op.type == "SpatialBN":
-            cause = ("It is written by op #%d SpatialBN %r, which runs in training mode (is_test=0) "
+            cause = ("It is written by %s SpatialBN %r, which runs in training mode (is_test=0) "
                      "and updates its running mean/variance from every batch; lr_mult: 0, "
                      "propagate_down: false or base_lr: 0 do not prevent that. Set is_test=1 on "
                      "frozen SpatialBN ops (Caffe: use_global_stats: true)."
-                     % (index, op.name or op.output[0]))
+                     % (netinfo.op_ref(self.net, index), op.name or op.output[0]))
             where = where_op(self.net.name, index, op, name)
         else:
-            cause = ("It is written by op #%d %s%s; remove that write or register %r as a param if "
-                     "it is meant to train." % (index, op.type, " %r" % op.name if op.name else "",
+            cause = ("It is written by %s %s%s; remove that write or register %r as a param if "
+                     "it is meant to train." % (netinfo.op_ref(self.net, index), op.type, " %r" % op.name if op.name else "",
                                                 name))
             where = where_op(self.net.name, index, op, name)
         return Finding(
@@ -680,16 +689,17 @@ class HealthMonitor:
             if not math.isfinite(rate):
                 found.append(Finding(
                     "lr_nonfinite", ERROR,
-                    "the learning rate %r is %r (LearningRate op #%d, policy %r): the next update "
+                    "the learning rate %r is %r (LearningRate %s, policy %r): the next update "
                     "writes NaN into every trained weight. For poly this happens past max_iter."
-                    % (op.output[0], rate, index, netinfo.op_args(op).get("policy")),
+                    % (op.output[0], rate, netinfo.op_ref(self.net, index),
+                       netinfo.op_args(op).get("policy")),
                     where_op(self.net.name, index, op, op.output[0])))
             elif base_lr and rate * base_lr < 0:
                 found.append(Finding(
                     "lr_sign_flip", ERROR,
-                    "the learning rate %r is %g although base_lr is %g (LearningRate op #%d): the "
+                    "the learning rate %r is %g although base_lr is %g (LearningRate %s): the "
                     "schedule flipped its sign and the updates now climb the loss."
-                    % (op.output[0], rate, base_lr, index),
+                    % (op.output[0], rate, base_lr, netinfo.op_ref(self.net, index)),
                     where_op(self.net.name, index, op, op.output[0])))
         return found
 

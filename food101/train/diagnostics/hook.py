@@ -1,6 +1,7 @@
 """`Diagnostics`: the one object a training loop calls; it runs the checks, the statistics and
 the divergence guard, and turns their results into log lines and metrics records."""
 import logging
+import math
 import os
 
 from . import netinfo
@@ -14,6 +15,7 @@ from .stats import (collect_stats, format_table, relu_outputs, select_blobs, sta
 log = logging.getLogger("food101.train.diagnostics")
 
 DEAD_RELU_WARN = 0.75   # fraction of a ReLU's channels dead over a whole batch
+VANISHING = 1e-4        # first / last trained layer's activation-gradient norm
 
 
 class Diagnostics:
@@ -45,6 +47,7 @@ class Diagnostics:
         self.param_to_grad = {}
         self._relus = set()
         self._trained_relus = set()
+        self._trained_outputs = []
         self.last_stats = None
         self._last_action = "continue"
 
@@ -118,6 +121,10 @@ class Diagnostics:
         self.param_to_grad = {str(k): str(v) for k, v in (param_to_grad or {}).items()}
         self._relus = relu_outputs(self.netdef)
         self._trained_relus = trained_relus(self.netdef, self.params)
+        param_set = set(self.params)
+        self._trained_outputs = [op.output[0] for op in
+                                 self.netdef.op[:netinfo.forward_end(self.netdef)]
+                                 if op.output and any(i in param_set for i in op.input)]
         weights = zoo_weights(zoo_model)
         static = analyze_nets(self.netdef, init, self.params, weights or None, self.max_iter)
         self.monitor = HealthMonitor(self.netdef, self.params, s, num_classes=self.num_classes,
@@ -217,6 +224,20 @@ class Diagnostics:
                 % (len(bad), it, name, s.kind, s.nan, s.inf,
                    "; also " + ", ".join(repr(n) for n, _ in bad[1:6]) if len(bad) > 1 else ""),
                 Where(blob=name), it))
+        norms = [(n, stats[n + "_grad"].norm) for n in self._trained_outputs
+                 if n + "_grad" in stats and math.isfinite(stats[n + "_grad"].norm)]
+        if len(norms) >= 2 and norms[-1][1] > 0 and norms[0][1] < VANISHING * norms[-1][1]:
+            (first, low), (last, high) = norms[0], norms[-1]
+            found.append(Finding(
+                "vanishing_gradients", WARNING,
+                "gradients vanish on their way back at iteration %d: |%s_grad| = %.2g at the first "
+                "trained layer against |%s_grad| = %.2g at the last (%s). The "
+                "early layers get almost no signal, so they barely train while the loss sits "
+                "near chance: typical of deep stacks drawn by XavierFill without pretrained "
+                "weights, of dead ReLUs, or of inputs on a far too small scale. Start from the "
+                "pretrained weights (or train only the top layers); check the input scale."
+                % (it, first, low, last, high, "%.1g times smaller" % (low / high) if low
+                   else "no gradient reaches it at all"), Where(blob=first + "_grad"), it))
         dead = sorted(((s.dead_frac, n) for n, s in stats.items()
                        if n in self._trained_relus and s.dead_frac is not None
                        and s.dead_frac >= DEAD_RELU_WARN and len(s.shape) >= 2

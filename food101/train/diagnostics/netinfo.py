@@ -32,10 +32,32 @@ def as_netdef(net):
         combined = caffe2_pb2.NetDef(name="+".join(p.name for p in parts))
         for part in parts:
             combined.op.extend(part.op)
+        _COMBINED[combined.name] = [(p.name, len(p.op)) for p in parts]
         if parts[0].HasField("device_option"):
             combined.device_option.CopyFrom(parts[0].device_option)
         return combined
     return net.Proto() if hasattr(net, "Proto") else net
+
+
+_COMBINED = {}  # combined net name -> [(member net name, number of ops)]
+
+
+def locate(net_name, index):
+    """(net name, op index) of op `index` of a (possibly combined) net, for messages."""
+    for name, count in _COMBINED.get(net_name, ()):
+        if index < count:
+            return name, index
+        index -= count
+    return net_name, index
+
+
+def op_ref(netdef, index):
+    """"op #i", or "op #i of net 'x_update'" when `netdef` combines several nets."""
+    name = netdef if isinstance(netdef, str) else netdef.name
+    if name not in _COMBINED:
+        return "op #%d" % index
+    member, local = locate(name, index)
+    return "op #%d of net %r" % (local, member)
 
 
 def net_names(net):
@@ -91,11 +113,17 @@ def last_writer(netdef, blob):
     return None, None
 
 
+# Ops whose in-place output is their input unchanged (StopGradient data -> data).
+PASS_THROUGH_OPS = frozenset({"StopGradient", "Alias", "Copy", "EnsureCPUOutput", "Print"})
+
+
 def state_blobs(netdef):
     """Blobs the net reads from the workspace and writes back: the training state that an
-    iteration changes (params, momenta, Iter, running statistics)."""
+    iteration changes (params, momenta, Iter, running statistics). A fed input that only a
+    pass-through op rewrites in place (StopGradient data -> data) is not state."""
     written = writers(netdef)
-    return [b for b in read_before_written(netdef) if b in written]
+    return [b for b in read_before_written(netdef)
+            if any(netdef.op[i].type not in PASS_THROUGH_OPS for i in written.get(b, ()))]
 
 
 def running_statistics(netdef):

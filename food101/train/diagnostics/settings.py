@@ -22,8 +22,9 @@ class DiagnosticsConfig:
                                     "zero fraction/NaN/Inf of params, gradients and activations "
                                     "(a table in the log, a blob_stats record in metrics.jsonl); "
                                     "0 = never")
-    stats_blobs: str = _key("all", "which blobs the statistics cover: params | grads | "
-                                   "activations | all (comma-separated list allowed)")
+    stats_blobs: str = _key("all", "which blobs the statistics cover: params | grads (of params "
+                                   "and of activations) | activations | all (comma-separated "
+                                   "list allowed)")
     health_interval: int = _key(50, "every this many iterations check update/weight ratios, frozen "
                                     "blobs, the learning rate and the network input scale; 0 = "
                                     "only at start-up")

@@ -122,7 +122,10 @@ def select_blobs(netdef, params, available, which="all", param_to_grad=None):
     comma-separated mix); only names present in `available` (a container of blob names).
 
     Activations are the float outputs of the forward ops that are not params; in-place names
-    (`Relu conv1 -> conv1`) appear once, holding the blob's last value."""
+    (`Relu conv1 -> conv1`) appear once, holding the blob's last value. Grads are the params'
+    `_grad` blobs, then the activations' ones. Note Caffe2's MomentumSGDUpdate writes the
+    momentum step (lr x smoothed gradient) back into `<param>_grad`: read after the update, a
+    param's grad row is the step it took; activation grads are the plain gradients."""
     netdef = netinfo.as_netdef(netdef)
     wanted = {w.strip() for w in str(which).split(",") if w.strip()}
     if "all" in wanted:
@@ -148,6 +151,14 @@ def select_blobs(netdef, params, available, which="all", param_to_grad=None):
         out.extend((p, "param") for p in params if p in available)
     if "grads" in wanted:
         out.extend((grad_of[p], "grad") for p in params if grad_of[p] in available)
+        # gradients of activations, in net order (eager nets write them; compiled ones do not)
+        taken = {name for name, _ in out}
+        for op in netdef.op[:netinfo.forward_end(netdef)]:
+            for name in op.output:
+                g = name + "_grad"
+                if name not in param_set and g in available and g not in taken:
+                    taken.add(g)
+                    out.append((g, "grad"))
     return out
 
 
