@@ -125,6 +125,63 @@ print("pool3", workspace.FetchBlob("pool3").shape, "pool5", workspace.FetchBlob(
 """),
 ]
 
+QUICKSTART = [
+    ("md", """
+# Quick start: fine-tune the Model Zoo SqueezeNet on Food-101 (demo data)
+
+The same journey as `make demo`, through `import food101`: demo images in Food-101 layout ->
+LMDBs of TensorProtos -> the zoo SqueezeNet -> a new classifier -> fine-tuning -> evaluation ->
+Caffe2 and ONNX export -> predictions. With the real dataset and `tools/download_model.py`,
+only the paths change.
+"""),
+    ("code", """
+import os, json
+import food101
+from food101 import zoo, data, train, export
+from food101.demo import prepare_data, STANDIN_NOTICE
+
+workdir = os.path.abspath("quickstart_run")
+root, lmdbs = prepare_data(workdir)
+location = zoo.locate_squeezenet()
+model = location.load()
+print(model)
+if location.is_standin:
+    print(STANDIN_NOTICE)
+"""),
+    ("code", """
+classes = data.Food101Layout(root).classes
+food = zoo.replace_classifier(model, num_classes=len(classes), class_names=classes)
+print("new classifier:", food.output_name, food.param_shapes["conv10_w"])
+"""),
+    ("code", """
+result = train.fine_tune(overrides={
+    "data.train_lmdb": lmdbs["train"], "data.test_lmdb": lmdbs["test"],
+    "data.batch_size": 24, "data.crop_size": 96, "data.test_batch_size": 40,
+    "model.zoo_dir": location.folder, "model.num_classes": len(classes),
+    "solver.base_lr": 0.002, "solver.max_iter": 60, "solver.test_interval": 30,
+    "solver.display": 20, "solver.snapshot": 60, "solver.random_seed": 1,
+    "train.output_dir": os.path.join(workdir, "run"), "train.progress": False,
+})
+print("top-1 %.3f, top-5 %.3f (chance %.3f)" % (result["top1"], result["top5"], 1 / len(classes)))
+"""),
+    ("code", """
+from IPython.display import Image, display
+for name, path in sorted(result["plots"].items()):
+    print(name)
+    display(Image(filename=path, width=480))
+"""),
+    ("code", """
+deployed = zoo.load(result["deploy_dir"])
+onnx_model = export.to_onnx(deployed, os.path.join(workdir, "food_demo.onnx"), weights=deployed.weights())
+print("ONNX opset", onnx_model.opset_import[0].version, "->", os.path.join(workdir, "food_demo.onnx"))
+layout = data.Food101Layout(root)
+images = [item.path for item in layout.items("test")][::10][:4]
+for path, top in train.predict(result["deploy_dir"], images):
+    print(os.path.basename(os.path.dirname(path)), "->", ", ".join("%s %.2f" % t for t in top[:3]))
+"""),
+]
+
 if __name__ == "__main__":
-    nbformat.write(notebook(CAFFE2_API), os.path.join(HERE, "02_caffe2_api.ipynb"))
-    print("wrote", os.path.join(HERE, "02_caffe2_api.ipynb"))
+    for filename, cells in (("01_quickstart.ipynb", QUICKSTART), ("02_caffe2_api.ipynb", CAFFE2_API)):
+        nbformat.write(notebook(cells), os.path.join(HERE, filename))
+        print("wrote", os.path.join(HERE, filename))

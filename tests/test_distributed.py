@@ -285,3 +285,70 @@ def test_reader_state_of_rank0_becomes_each_ranks_own():
     assert (mine["rank"], mine["epoch"], mine["position"]) == (1, 2, 4)  # 14 = 2 * 5 + 4
     with pytest.raises(ValueError, match="same number of processes"):
         distributed.reader_state_for_rank(dict(state, world_size=4), reader)
+
+
+# ------------------------------------------------------------------------------ tools/train.py
+def _train_py(out, overrides, *extra):
+    """torchrun --nproc_per_node 2 tools/train.py --cpu --distributed ... on 127.0.0.1."""
+    env = dict(os.environ, GLOO_SOCKET_IFNAME=_loopback_interface(), OMP_NUM_THREADS="1",
+               PYTHONPATH=ROOT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               os.path.join(ROOT, "tools", "train.py"), "--cpu", "--distributed",
+               "--output-dir", str(out)] + list(extra)
+    for item in overrides:
+        command += ["--set", item]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=JOB_LIMIT_S)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert run.stdout.count("done: 6 iterations") == 1  # rank 0 reports for the job
+    return run
+
+
+def test_train_py_distributed_equals_one_process_and_resumes_exactly(tmp_path):
+    """torchrun --nproc_per_node 2 tools/train.py --cpu --distributed, batch 8 per rank, linear
+    lr scaling == one process with batch 16 and twice the base lr (no random crop, mirror or
+    dropout, so both see the same images the same way). Only rank 0 writes files. 3 updates +
+    resume + 3 updates on both ranks == 6 updates, bit for bit."""
+    import json
+    from food101.data.demo import make_demo_dataset
+    from food101.data.writer import build_lmdb
+    from food101.train import config as C
+    from food101.train import fine_tune
+    from food101.train.checkpoint import load_checkpoint
+    dataset = make_demo_dataset(str(tmp_path / "food"), train_per_class=16, test_per_class=1,
+                                max_side=64, seed=0)
+    lmdb = str(tmp_path / "train_lmdb")
+    build_lmdb(dataset.root, "train", lmdb, size=48, workers=0, progress=False)
+    zoo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "caffe2_reference",
+                       "zoo", "squeezenet")
+    common = ["data.train_lmdb=" + lmdb, "data.crop_size=48", "data.mirror=false",
+              "model.zoo_dir=" + zoo, "model.num_classes=6", "model.unfreeze_from=fire9",
+              "model.train_dropout=false", "solver.max_iter=6", "solver.display=2",
+              "solver.snapshot=3", "solver.random_seed=3", "solver.lr_policy=fixed",
+              "train.progress=false", "train.plots=false", "train.export=false",
+              "distributed.warmup_iters=0"]
+    out = tmp_path / "two_ranks"
+    _train_py(out, common, "--batch-size", "8", "--base-lr", "0.01")
+    log = (out / "train.log").read_text()
+    assert "Data-parallel: 2 ranks (gloo), 16 images per update; lr x 2 (linear)" in log
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["phase"] == "train"]
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5, 6]  # one writer
+    assert abs(records[-1]["lr"] - 0.02) < 1e-9
+
+    cfg = C.load_config(overrides=common + ["train.output_dir=%s" % (tmp_path / "one"),
+                                            "data.batch_size=16", "solver.base_lr=0.02"])
+    single = load_checkpoint(fine_tune(cfg, stream=open(os.devnull, "w"))["checkpoint"])["blobs"]
+    two = load_checkpoint(str(out / "snapshots"))["blobs"]
+    assert int(two["optimizer_iteration"][0]) == 6
+    for name, value in single.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            np.testing.assert_allclose(two[name].numpy(), value.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+
+    resumed = tmp_path / "resumed"
+    _train_py(resumed, [], "--resume", str(out / "snapshots" / "squeezenet_food101_iter_3.ckpt"))
+    again = load_checkpoint(str(resumed / "snapshots"))["blobs"]
+    for name, value in two.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(again[name], value), name

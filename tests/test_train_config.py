@@ -50,6 +50,8 @@ def test_dump_is_commented_and_round_trips(tmp_path):
 
 def test_shipped_yaml_documents_every_key_and_loads():
     path = os.path.join(CONFIGS, "food101_squeezenet.yaml")
+    assert open(path).read() == C.documented_defaults(), (
+        "configs/food101_squeezenet.yaml is out of date; regenerate it (see config.py, the end)")
     data = yaml.safe_load(open(path))
     flat = {"%s.%s" % (s, k) for s, section in data.items() for k in section}
     assert flat == set(C.all_keys()), "configs/food101_squeezenet.yaml must list every key"

@@ -22,7 +22,7 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Tuple
 
 import yaml
 
@@ -99,7 +99,8 @@ class SolverConfig:
                                        "(not biases, as Caffe2's add_weight_decay)")
     iter_size: int = _key(1, "forward/backward passes whose gradients are averaged into one update "
                              "(gradient accumulation: batch_size x iter_size images per update)")
-    test_iter: int = _key(0, "test batches per evaluation; 0 = the whole data.test_lmdb")
+    test_iter: int = _key(0, "test batches per periodic evaluation; 0 = the whole data.test_lmdb "
+                             "(the final evaluation always reads all of it)")
     test_interval: int = _key(500, "evaluate every this many iterations (0 = only at the end)")
     test_initialization: bool = _key(False, "also evaluate before the first iteration")
     display: int = _key(20, "log a Caffe-style line every this many iterations (0 = never)")
@@ -674,3 +675,24 @@ def output_path(cfg, *parts):
 def snapshot_prefix(cfg):
     prefix = cfg.solver.snapshot_prefix
     return prefix if os.path.isabs(prefix) else os.path.join(cfg.train.output_dir, prefix)
+
+
+# ------------------------------------------------------------------------------------------
+# configs/food101_squeezenet.yaml is documented_defaults() (a test checks it); regenerate with
+#   python -c "from food101.train.config import documented_defaults as d; print(d(), end='')" \
+#       > configs/food101_squeezenet.yaml
+# ------------------------------------------------------------------------------------------
+DEFAULTS_HEADER = """Fine-tuning the Caffe2 Model Zoo SqueezeNet on ETH Food-101: the documented default config.
+
+Every key the driver knows is listed here with its default and what it does; a key that is not
+listed is an error. Load it with `tools/train.py --config configs/food101_squeezenet.yaml`,
+optionally with `--solver solver.prototxt` (Caffe's names, merged over this file) and
+`--set section.key=value` (merged last). The effective config of a run is written next to its
+checkpoints in this same format."""
+SHIPPED_DATA = {"data.train_lmdb": "data/food101_train_lmdb", "data.test_lmdb": "data/food101_test_lmdb"}
+
+
+def documented_defaults():
+    """The text of configs/food101_squeezenet.yaml: every default, with the LMDB paths that
+    tools/build_lmdb.py's documentation uses."""
+    return dump_config(merge(default_config(), SHIPPED_DATA, "shipped config"), header=DEFAULTS_HEADER)

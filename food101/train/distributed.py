@@ -43,6 +43,16 @@ them (mean) after every update, "broadcast" copies rank 0's to every rank after 
 (Caffe2's data_parallel_model broadcast_computed_params), "local" leaves each rank its own
 (rank 0's are the ones checkpointed). Batch statistics themselves stay per rank (no SyncBN).
 
+Outputs and control. Only rank 0 writes the config, log, metrics.jsonl, checkpoints, plots and
+the export, and only it evaluates (the others wait at the next all-reduce, so `timeout_s` must
+cover an evaluation). A Ctrl-C seen by any rank is shared by a one-integer all-reduce per update,
+so every rank stops after the same iteration and rank 0 writes the checkpoint. Random streams
+(dropout, augmentation) are re-derived per rank and update from (seed, rank, iteration), so a
+resumed run repeats the uninterrupted one bit for bit. With one process nothing changes.
+
+The Caffe2-API entry (`food101.caffe2.data_parallel_model.Parallelize`) builds the same kind
+of nets for code written against Caffe2; this module adds the process group and the trainer.
+
 Failures. A rank that exits or crashes makes the collective of every other rank fail: Gloo
 notices the closed connection at once, NCCL within `timeout_s` (the process group timeout, which
 must exceed the longest rank-0-only phase: an evaluation, a checkpoint). torchrun then stops the
@@ -57,7 +67,7 @@ import os
 import numpy as np
 import torch
 
-from ..caffe2.data_parallel_model import (BN_STATS_MODES, add_computed_param_sync, add_lr_warmup,
+from ..caffe2.data_parallel_model import (add_computed_param_sync, add_lr_warmup,
                                           add_param_broadcast, insert_gradient_allreduce,
                                           scale_learning_rate_ops, trained_bn_statistics)
 from ..caffe2.ops.collective import CollectiveError, all_reduce_tensors, broadcast_tensors
@@ -161,11 +171,11 @@ def init_distributed(backend=None, device_type="cpu", timeout_s=DEFAULT_TIMEOUT_
                                     world_size=world_size,
                                     timeout=datetime.timedelta(seconds=float(timeout_s)))
         except (RuntimeError, ValueError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DistributedError(
                 "rank %d of %d could not join the process group at %s:%s with backend %s within "
                 "%gs: %s" % (rank, world_size, os.environ.get("MASTER_ADDR"),
-                             os.environ.get("MASTER_PORT"), backend, timeout_s,
-                             str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)) from None
+                             os.environ.get("MASTER_PORT"), backend, timeout_s, reason)) from None
     else:
         backend = str(dist.get_backend())
         rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -320,18 +330,6 @@ def prepare_training_nets(nets, cfg, ctx=None):
     return factor
 
 
-def sync_blobs(names, ctx=None, root=0):
-    """Broadcast the named workspace blobs (tensors) from rank `root` (after a resume)."""
-    from ..caffe2 import workspace
-    ctx = ctx or current()
-    if not ctx.enabled:
-        return
-    names = [n for n in names if isinstance(workspace.FetchTensor(n), torch.Tensor)]
-    for name, value in zip(names, broadcast_tensors([workspace.FetchTensor(n) for n in names],
-                                                    root=root)):
-        workspace.FeedTensor(name, value)
-
-
 # ------------------------------------------------------------------------------ data and RNG
 def reader_shard(ctx=None):
     """LMDBReader keyword arguments for this rank's shard: records perm[rank::world_size]."""
@@ -375,11 +373,9 @@ def decorrelate_rngs(seed, iteration, ctx=None, workspace=None, generators=()):
         gen.manual_seed(int(state[1]) + k)
 
 
-def failure_message(error, last_checkpoint=None, ctx=None):
-    """A TrainingError text for a failed collective: what happened and how to resume."""
-    ctx = ctx or current()
-    text = str(error)
-    where = ("the last checkpoint is %s" % last_checkpoint) if last_checkpoint else \
-        "no checkpoint was written yet (restart from scratch)"
-    return "%s\nrank %d of %d stops; %s. Resume every rank with --resume <its snapshot folder>." % (
-        text, ctx.rank, ctx.world_size, where)
+def failure_message(error, last_checkpoint=None):
+    """A TrainingError text for a failed collective: what happened and where to resume from."""
+    if last_checkpoint:
+        return "%s\nThe last checkpoint is %s: run the same torchrun command with --resume %s" % (
+            error, last_checkpoint, last_checkpoint)
+    return "%s\nNo checkpoint was written yet: start the job again" % error

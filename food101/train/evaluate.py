@@ -15,6 +15,7 @@ number is computed one way. Results are a plain dict (JSON-ready):
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ def evaluate_model(model, lmdb_path, batch_size=50, device="cpu", limit_batches=
         metrics = None
         total = len(reader) if not limit_batches else min(limit_batches, len(reader))
         from tqdm import tqdm
-        bar = tqdm(total=total, disable=not progress, unit="batch", leave=False)
+        bar = tqdm(total=total, disable=not (progress and sys.stderr.isatty()), unit="batch", leave=False)
         for k, (images, labels) in enumerate(reader):
             if limit_batches and k >= limit_batches:
                 break

@@ -174,7 +174,7 @@ class Trainer:
             seed = (self.resume_from.get("config") or {}).get("solver", {}).get("random_seed", -1)
             cfg = C.merge(cfg, {"solver.random_seed": seed}, "checkpoint seed") if seed >= 0 else cfg
         self.cfg = C.validate(C.resolve_seed(cfg))
-        self.cfg, self.dist = distributed.join(self.cfg, error=TrainingError)  # a world of one unless distributed.enabled
+        self.cfg, self.dist = distributed.join(self.cfg, error=TrainingError)  # torchrun ranks
         self.lr_factor = 1.0
         self.stream = stream
         self.device, self.device_option = select_device(self.cfg.solver)
@@ -501,7 +501,7 @@ class Trainer:
                         interrupted = True
                         break
         except distributed.CollectiveError as e:  # a rank died: this one cannot go on
-            raise TrainingError(distributed.failure_message(e, self.last_snapshot[1], self.dist)) from None
+            raise TrainingError(distributed.failure_message(e, self.last_snapshot[1])) from None
         except KeyboardInterrupt:
             interrupted = True
             if self._in_step:  # a second Ctrl-C inside an update: its blobs are half written
@@ -524,7 +524,8 @@ class Trainer:
             self._flush()
             from ..zoo import audit_frozen
             audit = audit_frozen(self.frozen_before)
-            self.runlog.info(audit.report())
+            if self.frozen_before:
+                self.runlog.info(audit.report())
             audit.check()  # a frozen blob that moved is a bug, not a result
             final_eval = self._test_and_keep_best(final=True) if cfg.data.test_lmdb else None
             path = self.last_snapshot[1] if self.last_snapshot[0] == self.iteration else self.save()
@@ -552,7 +553,9 @@ class Trainer:
                  "Train LMDB %s: %d records, %d classes; batch %d x iter_size %d" % (
                      cfg.data.train_lmdb, self.reader.num_records, len(self.class_names),
                      cfg.data.batch_size, cfg.solver.iter_size),
-                 "Trained params: %s" % ", ".join(self.nets.params),
+                 "Zoo model: %s" % self.nets.zoo_note,
+                 "Trained: %d params in %s; frozen: %d zoo blobs" % (
+                     len(self.nets.params), _layer_summary(self.nets.params), len(self.nets.frozen_blobs)),
                  "Effective config: %s" % config_path]
         if self.resume_from is not None:
             lines.append("Resuming from %s at iteration %d" % (self.resume_from["path"], self.iteration))
@@ -646,6 +649,14 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def _layer_summary(params):
+    """"conv1 .. fire9 (26 layers)" style text for a long param list."""
+    layers = list(dict.fromkeys(p.rsplit("_", 1)[0].split("/")[0] for p in params))
+    if len(layers) <= 4:
+        return ", ".join(layers)
+    return "%s, %s .. %s, %s (%d layers)" % (layers[0], layers[1], layers[-2], layers[-1], len(layers))
 
 
 # ------------------------------------------------------------------------------ shared pieces

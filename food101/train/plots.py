@@ -108,6 +108,12 @@ def plot_confusion(matrix, path, class_names=None, title="Confusion matrix (rows
         ax.set_yticks(range(n))
         ax.set_xticklabels(class_names, rotation=90, fontsize=fontsize)
         ax.set_yticklabels(class_names, fontsize=fontsize)
+    if n <= 20:  # small matrices: the counts themselves
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, "%d" % matrix[i, j], ha="center", va="center", fontsize=8,
+                            color="black" if normalised[i, j] > 0.6 else "white")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
