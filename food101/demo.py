@@ -6,8 +6,8 @@
     ─► predict on a few held-out images
 
 `make demo` runs it through tools/demo.py; notebooks/01_quickstart.ipynb calls the same steps.
-Sized to finish in a few minutes on 2 CPU cores: small images (crops of 96 from 112-pixel
-records) and a few hundred iterations of the new classifier only.
+Sized to finish in a few minutes on 2 CPU cores: small images (56-pixel crops of 64-pixel
+records) and a few hundred iterations.
 """
 import os
 import time
@@ -23,14 +23,16 @@ STANDIN_NOTICE = (
     "(and --split test) and `python tools/train.py --gpu`.")
 
 DEMO_OVERRIDES = {
-    "data.batch_size": 24,
-    "data.test_batch_size": 40,
-    "data.crop_size": 96,
-    # SqueezeNet's conv10 is followed by a ReLU: at 0.01 with the stand-in's random features the
-    # whole layer dies (every output <= 0, loss stuck at ln C) within a few dozen iterations.
-    "solver.base_lr": 0.002,
+    "data.batch_size": 16,
+    "data.test_batch_size": 48,
+    "data.crop_size": 56,
+    # The stand-in's frozen features are random: a classifier alone on top of them stays at
+    # chance (its ReLU'd outputs die), so the demo fine-tunes every layer, gently. With the
+    # real zoo weights, model.freeze_up_to=fire9/concat (the default) is the usual choice.
+    "model.unfreeze_from": "conv1",
+    "solver.base_lr": 0.0005,
     "solver.lr_policy": "step",
-    "solver.stepsize": 150,
+    "solver.stepsize": 120,
     "solver.gamma": 0.5,
     "solver.max_iter": 240,
     "solver.test_interval": 80,
@@ -41,7 +43,7 @@ DEMO_OVERRIDES = {
 }
 
 
-def prepare_data(workdir, record_size=112, train_per_class=30, test_per_class=10, log=print):
+def prepare_data(workdir, record_size=64, train_per_class=30, test_per_class=10, log=print):
     """Demo images in Food-101 layout and their train/test LMDBs (reused when already built)."""
     root = os.path.join(workdir, "food-101-demo")
     lmdbs = {split: os.path.join(workdir, "demo_%s_lmdb" % split) for split in ("train", "test")}
@@ -118,7 +120,8 @@ def _report(result, log):
             log("  %-22s %s" % (label, path))
     log("predictions (top-5):")
     for image, top in result["predictions"]:
-        log("  %-48s %s" % (os.path.relpath(image), ", ".join(
+        shown = os.path.join(os.path.basename(os.path.dirname(image)), os.path.basename(image))
+        log("  %-28s %s" % (shown, ", ".join(
             "%s %.2f" % (name, prob) for name, prob in top[:3])))
     log("")
     log("finished in %.0f s" % result["seconds_total"])

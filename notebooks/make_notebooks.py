@@ -156,9 +156,10 @@ print("new classifier:", food.output_name, food.param_shapes["conv10_w"])
     ("code", """
 result = train.fine_tune(overrides={
     "data.train_lmdb": lmdbs["train"], "data.test_lmdb": lmdbs["test"],
-    "data.batch_size": 24, "data.crop_size": 96, "data.test_batch_size": 40,
+    "data.batch_size": 16, "data.crop_size": 56, "data.test_batch_size": 48,
     "model.zoo_dir": location.folder, "model.num_classes": len(classes),
-    "solver.base_lr": 0.002, "solver.max_iter": 60, "solver.test_interval": 30,
+    "model.unfreeze_from": "conv1",  # the stand-in's features are random: train every layer
+    "solver.base_lr": 0.0005, "solver.max_iter": 100, "solver.test_interval": 50,
     "solver.display": 20, "solver.snapshot": 60, "solver.random_seed": 1,
     "train.output_dir": os.path.join(workdir, "run"), "train.progress": False,
 })

@@ -308,6 +308,8 @@ class LMDBReader:
             self._fill()    # keep `prefetch` batches in flight while the caller uses this one
             batch = future.result()
         self.epoch, self.position = planned.epoch, planned.position
+        # the records of the batch just handed out, so a divergence report can name them
+        self.last_keys = [self.keys[i] for i in planned.indices]
         return batch, planned
 
     # -------------------------------------------------------------------------------- batches
