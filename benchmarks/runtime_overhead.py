@@ -23,8 +23,9 @@ from food101.caffe2 import core, workspace  # noqa: E402
 
 def build_training_net(model):
     """The zoo predict net + loss + autograd gradients for every parameter."""
-    net = core.Net(model.predict_net)
-    net.Proto().name = "squeezenet_fwd_bwd"
+    net = core.Net("squeezenet_fwd_bwd")
+    net.StopGradient("data", "data")  # as in training nets: no gradient for the images
+    net.AppendNet(core.Net(model.predict_net))
     xent = net.LabelCrossEntropy([model.output_name, "label"], "xent")
     loss = net.AveragedLoss(xent, "loss")
     net.AddGradientOperators([loss])

@@ -4,8 +4,9 @@ Geometry comes from conv_pool_base (legacy_pad=3 gives Caffe's ceil-mode sizes, 
 Zoo nets translated from Caffe use). Caffe2 semantics kept exactly:
 - AveragePool divides by the number of *input* elements under the window, padding excluded
   (`count_include_pad=1` divides by the whole window, padding included);
-- MaxPool's gradient goes to every input equal to the window's max, ties included
-  (common.with_max_gradient); without autograd the plain torch kernel runs.
+- MaxPool's gradient goes to every input equal to the window's max, ties included, as
+  Caffe2's CPU MaxPoolGradient does (_TiedMaxPool); on CUDA, as Caffe2's cuDNN engine, to one
+  max per window (torch's kernel). Without autograd the plain torch kernel runs.
 """
 import itertools
 
@@ -54,7 +55,9 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
         return restore_order(Y, order)
     if any(heads) or any(tails):
         x = F.pad(x, pad_widths(heads, tails), value=float("-inf"))
-    if not x.requires_grad:
+    if not x.requires_grad or x.is_cuda:
+        # On CUDA Caffe2 ran cuDNN's pooling, whose gradient goes to one max per window: torch's
+        # kernel does the same, fast. The CPU keeps Caffe2's CPU rule (every tied max).
         return restore_order(_MAX_POOL[ndim](x, kernels, strides, 0, dilations), order)
     Y = _TiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(dilations))
     return restore_order(Y, order)
