@@ -106,31 +106,15 @@ class CompiledNet(PreparedNet):
 
     # -- running ----------------------------------------------------------------------------
     def run(self):
-        blobs = self.workspace.blobs
         if self.options.channels_last and not self._params_formatted:
-            self._format_params(blobs)
-        if self.backward is None:
-            with torch.no_grad():
-                self._run_segments(self.forward_segments, blobs, autocast=True)
-            return
-        bw = self.backward
-        targets = {}
-        injected = {}
-        for name in bw["leaves"]:
-            value = blobs.get(name)
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                leaf = value.detach().requires_grad_(True)
-                blobs[name] = injected[name] = targets[name] = leaf
-        try:
-            with torch.enable_grad():
-                self._run_segments(self.forward_segments, blobs, autocast=True)
-            self._run_backward(blobs, targets)
-        finally:
-            for name, leaf in injected.items():
-                if blobs.get(name) is leaf:
-                    blobs[name] = leaf.detach()
-        with torch.no_grad():
-            self._run_segments(self.update_segments, blobs, autocast=False)
+            self._format_params(self.workspace.blobs)
+        super().run()
+
+    def _run_forward(self, blobs, targets):
+        self._run_segments(self.forward_segments, blobs, autocast=True)
+
+    def _run_updates(self, blobs):
+        self._run_segments(self.update_segments, blobs, autocast=False)
 
     def _format_params(self, blobs):
         for name in (self.backward or {}).get("leaves", []):

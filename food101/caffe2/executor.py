@@ -79,6 +79,18 @@ def add_gradient_ops(netdef, ys):
     return grad_map
 
 
+def external_reads(netdef):
+    """Blobs `netdef` reads before (or without) writing them, in first-use order: its params,
+    fed inputs and state."""
+    produced, reads = set(), []
+    for op in netdef.op:
+        for name in op.input:
+            if name not in produced and name not in reads:
+                reads.append(name)
+        produced.update(op.output)
+    return reads
+
+
 def _forward_order(netdef, names):
     """`names` ordered by first appearance in the net, for readable gradient op outputs."""
     rank = {}
@@ -241,26 +253,33 @@ class PreparedNet:
         blobs = self.workspace.blobs
         if self.backward is None:
             with torch.no_grad():
-                self._run_steps(blobs, 0, len(self.steps), None)
+                self._run_forward(blobs, None)
             return
-        bw = self.backward
-        targets = {}
-        injected = {}
-        for name in bw["leaves"]:
+        targets, injected = {}, {}
+        for name in self.backward["leaves"]:
             value = blobs.get(name)
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 leaf = value.detach().requires_grad_(True)
                 blobs[name] = injected[name] = targets[name] = leaf
         try:
             with torch.enable_grad():
-                self._run_steps(blobs, 0, bw["index"], targets)
+                self._run_forward(blobs, targets)
             self._run_backward(blobs, targets)
         finally:
             for name, leaf in injected.items():  # the workspace keeps plain tensors
                 if blobs.get(name) is leaf:
                     blobs[name] = leaf.detach()
         with torch.no_grad():
-            self._run_steps(blobs, bw["index"] + 1, len(self.steps), None)
+            self._run_updates(blobs)
+
+    def _run_forward(self, blobs, targets):
+        """The ops before the gradient op (all ops when there is none)."""
+        stop = self.backward["index"] if self.backward else len(self.steps)
+        self._run_steps(blobs, 0, stop, targets)
+
+    def _run_updates(self, blobs):
+        """The ops after the gradient op (optimizer updates), without autograd."""
+        self._run_steps(blobs, self.backward["index"] + 1, len(self.steps), None)
 
     def _run_steps(self, blobs, start, stop, targets):
         captures = self.backward["captures"] if targets is not None else {}
@@ -337,5 +356,5 @@ def _missing_message(where, name, blobs):
         if blobs else "")
 
 
-__all__ = ["PreparedNet", "add_gradient_ops", "make_argument", "resolve_device", "OpContext",
+__all__ = ["PreparedNet", "add_gradient_ops", "external_reads", "make_argument", "resolve_device", "OpContext",
            "errors"]

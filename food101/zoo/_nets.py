@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import torch
 
-from ..caffe2.executor import PreparedNet, make_argument
+from ..caffe2.executor import PreparedNet, external_reads, make_argument  # noqa: F401 (re-exported)
 from ..caffe2.ops.registry import argument_value
 from ..caffe2.proto import caffe2_pb2
 from ..caffe2.workspace import Workspace
@@ -103,15 +103,6 @@ def produced_before(netdef):
     return result
 
 
-def external_reads(netdef):
-    """Blobs the net reads before (or without) writing them, in first-use order."""
-    produced, reads = set(), []
-    for op in netdef.op:
-        for name in op.input:
-            if name not in produced and name not in reads:
-                reads.append(name)
-        produced.update(op.output)
-    return reads
 
 
 def run_in_private_workspace(nets, feeds=None, name="zoo-private"):

@@ -7,6 +7,7 @@ A Caffe2 training net is laid out as
 and in-place blobs (params, momenta, Iter, SpatialBN running statistics) are read before the
 net writes them. These helpers answer the questions the checks ask, on the NetDef alone.
 """
+from ...caffe2.executor import external_reads
 from ...caffe2.ops.registry import argument_value
 
 # Optimizer ops: type -> position of the output that is the updated parameter.
@@ -85,15 +86,8 @@ def forward_end(netdef):
     return len(netdef.op)
 
 
-def read_before_written(netdef):
-    """Blobs the net takes from the workspace, in first-read order (params, data, state)."""
-    written, order = set(), []
-    for op in netdef.op:
-        for name in op.input:
-            if name not in written and name not in order:
-                order.append(name)
-        written.update(op.output)
-    return order
+# Blobs the net takes from the workspace, in first-read order (params, data, state).
+read_before_written = external_reads
 
 
 def writers(netdef):
