@@ -40,6 +40,9 @@ DEMO_OVERRIDES = {
     "solver.average_loss": 10,
     "solver.snapshot": 120,
     "solver.random_seed": 1,
+    # health checks stay on; the per-blob table goes to metrics.jsonl only at the end
+    # (`python tools/inspect_training.py <workdir>/run` prints it)
+    "diagnostics.stats_interval": 240,
 }
 
 

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 EAGER_ONLY = frozenset({
     "CreateDB", "TensorProtosDBInput", "Print", "Summarize", "CreateMutex", "EnsureCPUOutput",
     "Iter", "AtomicIter", "LearningRate",
+    # collectives talk to other processes: never inside a graph (or a CUDA graph capture)
+    "CreateCommonWorld", "CloneCommonWorld", "DestroyCommonWorld", "Allreduce", "Broadcast", "Barrier",
 })
 
 

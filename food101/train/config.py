@@ -26,6 +26,8 @@ from typing import Tuple
 
 import yaml
 
+from .diagnostics.settings import DiagnosticsConfig
+
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names the key and its source."""
@@ -163,6 +165,7 @@ class Config:
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))

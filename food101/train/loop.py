@@ -127,6 +127,7 @@ class TrainingNets:
     deploy: object = None           # the train ModelHelper (model.finetune.deploy for export)
     zoo_note: str = ""              # which zoo weights (real, or the stand-in and why)
     frozen_blobs: list = dataclasses.field(default_factory=list)
+    zoo_model: object = None        # the zoo model as loaded (its pretrained values)
 
 
 def split_at_gradient(netdef, name):
@@ -339,8 +340,12 @@ class Trainer:
         distributed.decorrelate_rngs(self.cfg.solver.random_seed, self.iteration, self.dist,
                                      workspace.current(), [self.aug_generator])
         losses, accs = [], []
-        for _ in range(self.cfg.solver.iter_size):
-            self._feed_batch(*self._next_train_batch())
+        for k in range(self.cfg.solver.iter_size):
+            x, y = self._next_train_batch()
+            while k == 0 and self.diag.on_batch(self.iteration + 1, x, y,
+                                                getattr(self.reader, "last_keys", None)) == "skip":
+                x, y = self._next_train_batch()  # the batch holds a quarantined record
+            self._feed_batch(x, y)
             with self._autocast():
                 workspace.RunNet(self.nets.fwd_bwd.name)
             losses.append(workspace.FetchTensor(self.nets.loss).detach().float().reshape(()))
@@ -479,6 +484,7 @@ class Trainer:
             self.runlog = RunLog(self.path("train.log"), total=solver.max_iter, initial=start_iteration,
                                  progress=cfg.train.progress, stream=self.stream)
         self._displayed = (start_iteration, 0.0)
+        self.diag = self._start_diagnostics()
         interrupted = False
         try:
             self._log_start(config_path)
@@ -487,7 +493,22 @@ class Trainer:
             with self._sigint_as_flag():
                 while self.iteration < solver.max_iter:
                     self.step()
+                    loss = self._pending[-1][1]  # float() in the guard: one sync per iteration
+                    action = self.diag.after_iteration(self.iteration, loss, workspace.current())
+                    if action != "continue":
+                        # the diagnostics restored an earlier state (stop: the state the bad
+                        # iteration started from); forget what the undone iterations logged
+                        self.iteration = self.diag.resume_iteration
+                        self._pending = [p for p in self._pending if p[0] <= self.iteration]
+                        if action == "stop":
+                            self.runlog.info("Stopped by the divergence guard after iteration %d; "
+                                             "see %s" % (self.iteration, self.path("diagnostics")))
+                            break
+                        continue
                     it = self.iteration
+                    record = self.diag.stats_record(it, workspace.current())
+                    if record:
+                        self.records.write(record)
                     self.runlog.advance(1)
                     if solver.display and it % solver.display == 0:
                         self._display()
@@ -537,6 +558,19 @@ class Trainer:
             self.records.close()
             self.runlog.close()
             self.reader.close()
+
+    def _start_diagnostics(self):
+        """Start-up checks of the nets and the initial weights (see food101.train.diagnostics)."""
+        from .diagnostics import Diagnostics
+        cfg = self.cfg
+        diag = Diagnostics(cfg.diagnostics, output_dir=self.path(), num_classes=cfg.model.num_classes,
+                           max_iter=cfg.solver.max_iter, log_lines=self.runlog.info,
+                           write_record=self.records.write)
+        # a resumed run has trained weights: only a fresh one is compared with the zoo's values
+        diag.on_start([self.nets.fwd_bwd, self.nets.update], self.nets.init, self.nets.params,
+                      workspace.current(), zoo_model=None if self.resume_from else self.nets.zoo_model,
+                      frozen_blobs=self.nets.frozen_blobs)
+        return diag
 
     def _write_config(self):
         text_header = "Effective config of the run in %s (random_seed resolved)." % os.path.abspath(
@@ -734,7 +768,7 @@ def build_training_nets(cfg, class_names, device_option):
         accuracy=info.accuracy_blob, probs=test.finetune.output_blob,
         params=[str(p) for p in train.GetParams()], lr_blob=lr_blob, lr_scale=lr_scale,
         class_names=list(class_names), deploy=train, zoo_note=zoo_note,
-        frozen_blobs=list(info.frozen_blobs))
+        frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model)
 
 
 def _base_lr_blob(update, base_lr):
