@@ -55,6 +55,8 @@ FORMAT_VERSION = 1
 KEY_FORMAT = "{position:08d}_{image_id}"
 
 _CHUNK = 8                     # images per worker task
+# a chunk decodes in well under a second: a silent worker for this long is stuck, not busy
+_WORKER_TIMEOUT_S = 300
 _INFLIGHT_PER_WORKER = 4       # chunks queued per worker
 _COMMIT_BYTES = 32 << 20       # commit a write transaction every ~32 MB
 
@@ -204,7 +206,11 @@ class _Decoder:
         while self.pending:
             chunk, future = self.pending.popleft()
             try:
-                results = future.result()
+                results = future.result(timeout=_WORKER_TIMEOUT_S)
+            except concurrent.futures.TimeoutError:
+                raise BuildError("no decode worker answered for %d s while decoding %s ...; rerun "
+                                 "with --workers 0 to decode in-process" % (
+                                     _WORKER_TIMEOUT_S, chunk[0].path)) from None
             except concurrent.futures.process.BrokenProcessPool as e:
                 raise BuildError("a decode worker died while decoding one of %s (%s); rerun with "
                                  "--workers 0 to find the file" % ([i.path for i in chunk], e)) from None
