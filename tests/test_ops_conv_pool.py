@@ -185,3 +185,21 @@ def test_pool_aliases_and_1d():
     np.testing.assert_allclose(
         Y.numpy(), torch.nn.functional.avg_pool1d(X, 3, 2, 1, count_include_pad=False).numpy(), rtol=1e-6)
     assert run_op("MaxPool2D", [randn(1, 1, 4, 4)], kernel=2, stride=2).shape == (1, 1, 2, 2)
+
+
+def test_cpu_tie_rule_can_be_switched_to_torchs_one_max_rule(monkeypatch):
+    """With CPU_TIE_GRADIENT off, MaxPool's gradient is torch's own (one max per window)."""
+    from food101.caffe2.ops import pool
+    x = torch.zeros(1, 1, 4, 4)  # every window ties
+    monkeypatch.setattr(pool, "CPU_TIE_GRADIENT", False)
+    leaf = x.clone().requires_grad_()
+    y = pool.max_pool(leaf, kernels=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], dilations=[1, 1])
+    (grad,) = torch.autograd.grad(y.sum(), leaf)
+    reference = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(torch.nn.functional.max_pool2d(reference, 2, 2).sum(), reference)
+    assert torch.equal(grad, expected) and grad.sum() == 4
+    monkeypatch.setattr(pool, "CPU_TIE_GRADIENT", True)
+    leaf = x.clone().requires_grad_()
+    y = pool.max_pool(leaf, kernels=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], dilations=[1, 1])
+    (grad,) = torch.autograd.grad(y.sum(), leaf)
+    assert grad.sum() == 16  # Caffe2's CPU rule: all four tied maxima of each window

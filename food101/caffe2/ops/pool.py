@@ -19,6 +19,9 @@ from .conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
 from .registry import operator
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+# Caffe2's CPU MaxPoolGradient rule (every tied maximum gets dY). It costs ~10x torch's own
+# max-pool backward; set False to trade exact Caffe2 CPU semantics for torch's one-max rule.
+CPU_TIE_GRADIENT = True
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
@@ -55,7 +58,7 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
         return restore_order(Y, order)
     if any(heads) or any(tails):
         x = F.pad(x, pad_widths(heads, tails), value=float("-inf"))
-    if not x.requires_grad or x.is_cuda:
+    if not x.requires_grad or x.is_cuda or not CPU_TIE_GRADIENT:
         # On CUDA Caffe2 ran cuDNN's pooling, whose gradient goes to one max per window: torch's
         # kernel does the same, fast. The CPU keeps Caffe2's CPU rule (every tied max).
         return restore_order(_MAX_POOL[ndim](x, kernels, strides, 0, dilations), order)
