@@ -309,3 +309,28 @@ def test_const_next_blob_and_run_all_on_gpu():
     assert net.Proto().device_option.device_id == 1 and op.engine == "CUDNN"
     with pytest.raises(ValueError, match="mixing"):
         core.MakeArgument("bad", [1, "a"])
+
+
+@pytest.mark.parametrize("build", ["adagrad", "adam", "multi_precision_sgd"])
+def test_every_optimizer_builder_trains(build):
+    """build_adagrad / build_adam / build_multi_precision_sgd produce runnable nets that learn."""
+    from food101.caffe2 import brew, model_helper, optimizer
+    m = model_helper.ModelHelper(name="opt_" + build)
+    fc = brew.fc(m, "x", "fc", 4, 3)
+    m.net.SoftmaxWithLoss([fc, "label"], ["p", "loss"])
+    m.AddGradientOperators(["loss"])
+    if build == "adagrad":
+        optimizer.build_adagrad(m, 0.1)
+    elif build == "adam":
+        optimizer.build_adam(m, 0.01)
+    else:
+        optimizer.build_multi_precision_sgd(m, 0.1, momentum=0.9)
+    workspace.RunNetOnce(m.param_init_net)
+    workspace.FeedBlob("x", np.random.RandomState(0).randn(5, 4).astype(np.float32))
+    workspace.FeedBlob("label", (np.arange(5) % 3).astype(np.int32))
+    workspace.CreateNet(m.net)
+    losses = []
+    for _ in range(20):
+        workspace.RunNet(m.net.Proto().name)
+        losses.append(float(workspace.FetchBlob("loss")))
+    assert losses[-1] < 0.8 * losses[0]

@@ -318,3 +318,29 @@ def test_pow_exp_log_scale_sum_mean():
     np.testing.assert_allclose(run_op("Mean", [X, 3 * X]).numpy(), (2 * X).numpy(), rtol=1e-6)
     with pytest.raises(OperatorError, match="same shape"):
         run_op("Sum", [X, randn(3)])
+
+
+def test_half_float_casts_sum_of_squares_and_adagrad():
+    from food101.caffe2 import workspace
+    from food101.caffe2.proto import caffe2_pb2
+    from food101.caffe2.executor import make_argument
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    workspace.FeedBlob("x", x)
+    for op in [caffe2_pb2.OperatorDef(type="FloatToHalf", input=["x"], output=["h"]),
+               caffe2_pb2.OperatorDef(type="HalfToFloat", input=["h"], output=["f"]),
+               caffe2_pb2.OperatorDef(type="SumSqrElements", input=["f"], output=["s"])]:
+        workspace.RunOperatorOnce(op)
+    assert workspace.FetchBlob("h").dtype == np.float16
+    np.testing.assert_array_equal(workspace.FetchBlob("f"), x)
+    assert float(workspace.FetchBlob("s")) == 14.0
+    param, moment, grad = np.ones(3, np.float32), np.full(3, 0.5, np.float32), x
+    for name, value in dict(param=param, moment=moment, grad=grad, lr=np.array([-0.1], np.float32)).items():
+        workspace.FeedBlob(name, value)
+    op = caffe2_pb2.OperatorDef(type="Adagrad", input=["param", "moment", "grad", "lr"],
+                                output=["param", "moment"])
+    op.arg.append(make_argument("epsilon", 1e-5))
+    workspace.RunOperatorOnce(op)
+    new_moment = moment + grad * grad
+    np.testing.assert_allclose(workspace.FetchBlob("moment"), new_moment)
+    np.testing.assert_allclose(workspace.FetchBlob("param"),
+                               param - 0.1 * grad / (np.sqrt(new_moment) + 1e-5), rtol=1e-6)

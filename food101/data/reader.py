@@ -230,7 +230,7 @@ class LMDBReader:
                 last = end >= usable
                 epoch, position = (epoch + 1, 0) if last else (epoch, end)
                 yield _Planned(indices, epoch, position, last, self._batch_seed(start_epoch, start))
-            else:  # "stream": full batches, crossing epochs
+            else:  # "stream" and "indices": full batches, crossing epochs
                 parts, need = [], batch_size
                 while need:
                     order = self.epoch_order(epoch)
@@ -283,7 +283,7 @@ class LMDBReader:
         self._drop_prefetched()
         self._plan = self._planner(kind, batch_size, self.epoch, self.position)
         self._plan_kind = (kind, batch_size)
-        if self.num_threads and self._pool is None:
+        if self.num_threads and self._pool is None and kind != "indices":
             self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads, thread_name_prefix="lmdb-reader")
 
     def _drop_prefetched(self):
@@ -307,10 +307,13 @@ class LMDBReader:
             future, planned = self._queue.popleft()
             self._fill()    # keep `prefetch` batches in flight while the caller uses this one
             batch = future.result()
+        self._advance(planned)
+        return batch, planned
+
+    def _advance(self, planned):
         self.epoch, self.position = planned.epoch, planned.position
         # the records of the batch just handed out, so a divergence report can name them
         self.last_keys = [self.keys[i] for i in planned.indices]
-        return batch, planned
 
     # -------------------------------------------------------------------------------- batches
     def __iter__(self):
@@ -326,6 +329,15 @@ class LMDBReader:
         """The next full batch of the endless stream (crosses epoch boundaries)."""
         self._start("stream", int(batch_size or self.batch_size))
         return self._take()[0]
+
+    def next_indices(self, batch_size=None):
+        """What `next_batch()` would read next, as indices into `self.keys`, with the state
+        (epoch, position, last_keys) advanced just as it would be, but no record read: the one
+        plan of the stream for callers that hold the records elsewhere (resident.py)."""
+        self._start("indices", int(batch_size or self.batch_size))
+        planned = next(self._plan)
+        self._advance(planned)
+        return planned.indices
 
     # -------------------------------------------------------------------------------- resume
     def state_dict(self):

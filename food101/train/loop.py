@@ -221,6 +221,9 @@ class Trainer:
         self.reader = LMDBReader(data.train_lmdb, data.batch_size, shuffle=data.shuffle, seed=seed,
                                  pin_memory=pin, num_threads=1, prefetch=4,
                                  **distributed.reader_shard(self.dist))
+        if data.device_resident:
+            from ..data.resident import DeviceResidentDataset
+            self.reader = DeviceResidentDataset(self.reader, self.device, progress=cfg.train.progress)
         self.class_names = self._class_names(self.reader)
         if len(self.class_names) != cfg.model.num_classes:
             raise TrainingError("model.num_classes is %d but %s has %d classes (%s); set "
@@ -294,8 +297,8 @@ class Trainer:
     def _next_train_batch(self):
         images, labels = self.reader.next_batch()
         x = self.augment(images)  # on CUDA: a non_blocking copy from the reader's pinned batch
-        y = torch.from_numpy(labels).to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
+        y = torch.as_tensor(labels).to(self.device, non_blocking=True)  # numpy, or device-resident
+        if self.device.type == "cuda" and isinstance(images, np.ndarray):
             self._keep_until_copied(images)
         return x, y
 

@@ -90,3 +90,14 @@ def adam(param, moment_1, moment_2, grad, lr, ITER, *, beta1=0.9, beta2=0.999, e
     step = correction * new_m1 / (new_m2.sqrt() + epsilon)
     new_param = param + _scalar(lr, "lr", "Adam") * step.reshape(param.shape)
     return new_param, new_m1, new_m2, step
+
+
+@operator("Adagrad", grad_inputs=())
+def adagrad(param, moment, grad, lr, *, epsilon=1e-5, decay=1.0):
+    """-> (param, moment): moment' = decay * moment + g^2; param' = param + lr * g / (sqrt(moment') + eps)
+    (lr negative, as build_adagrad passes it)."""
+    _same_size(grad, moment, "grad", "moment", "Adagrad")
+    _same_size(grad, param, "grad", "param", "Adagrad")
+    new_moment = moment * decay + grad * grad
+    step = grad / (new_moment.sqrt() + epsilon)
+    return param + _scalar(lr, "lr", "Adagrad") * step.reshape(param.shape), new_moment

@@ -56,3 +56,10 @@ def _register(kind):
 
 for _kind in ("sum", "mean", "max", "min"):
     _register(_kind)
+
+
+@operator("SumSqrElements")
+def sum_sqr_elements(X, *, average=0):
+    """The sum (average=1: the mean) of X's squared elements, a scalar; gradient clipping's norm."""
+    squares = X * X
+    return squares.mean() if average else squares.sum()

@@ -200,3 +200,16 @@ def to_cpu(X):
 def to_op_device(X, *, ctx):
     """X on the op's device (CUDA for CopyCPUToGPU, as its DeviceOption says)."""
     return X.to(ctx.device)
+
+
+@operator("FloatToHalf")
+def float_to_half(X):
+    """float32 -> float16 (multi-precision SGD keeps fp16 params with fp32 master copies)."""
+    enforce(X.dtype == torch.float32, "FloatToHalf needs float32 input, got %s" % X.dtype)
+    return X.half()
+
+
+@operator("HalfToFloat")
+def half_to_float(X):
+    enforce(X.dtype == torch.float16, "HalfToFloat needs float16 input, got %s" % X.dtype)
+    return X.float()
