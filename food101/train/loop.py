@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..caffe2 import core, workspace
-from ..caffe2.executor import AUTOGRAD_OP
+from ..caffe2.executor import AUTOGRAD_OP, external_reads
 from ..caffe2.proto import caffe2_pb2
 from . import checkpoint as ckpt
 from . import config as C
@@ -94,17 +94,6 @@ def own_workspace(name=WORKSPACE):
         yield workspace.current()
     finally:
         workspace.SwitchWorkspace(previous)
-
-
-def external_reads(netdef):
-    """Blobs `netdef` reads before writing them (its state and its fed inputs)."""
-    produced, reads = set(), []
-    for op in netdef.op:
-        for name in op.input:
-            if name not in produced and name not in reads:
-                reads.append(name)
-        produced.update(op.output)
-    return reads
 
 
 # ------------------------------------------------------------------------------ nets
