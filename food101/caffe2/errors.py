@@ -32,7 +32,10 @@ def closest(name, candidates, n=3):
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
 
 
-def enforce(condition, message):
-    """CAFFE_ENFORCE: ops check their preconditions with this; the executor adds the op context."""
+def enforce(condition, message, *args):
+    """CAFFE_ENFORCE: ops check their preconditions with this; the executor adds the op context.
+
+    With `args`, the message is `message % args`, formatted only when the check fails: checks
+    on the hot path cost a comparison, not a string."""
     if not condition:
-        raise OperatorError(message)
+        raise OperatorError(message % args if args else message)

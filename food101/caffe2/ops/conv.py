@@ -25,25 +25,26 @@ def conv(X, W, b=None, *, kernels=None, strides=None, pads=None, dilations=None,
     """Y = X * W + b over the spatial dims; Y is N x M x H' x W' (N x H' x W' x M in NHWC)."""
     enforce(not global_pooling, "global_pooling is a pooling argument; Conv needs a kernel")
     ndim = len(kernels)
-    enforce(X.dim() == ndim + 2, "X must be %d-D for a %d-D kernel %s, got shape %s"
-            % (ndim + 2, ndim, list(kernels), list(X.shape)))
-    enforce(W.dim() == ndim + 2, "W must be %d-D (%s), got shape %s" % (
-        ndim + 2, "M x C/group x kernel" if order == "NCHW" else "M x kernel x C/group",
-        list(W.shape)))
+    # messages are formatted only when a check fails (enforce's lazy args): this is a hot path
+    enforce(X.dim() == ndim + 2, "X must be %d-D for a %d-D kernel %s, got shape %s",
+            ndim + 2, ndim, list(kernels), list(X.shape))
+    enforce(W.dim() == ndim + 2, "W must be %d-D (%s), got shape %s", ndim + 2,
+            "M x C/group x kernel" if order == "NCHW" else "M x kernel x C/group", list(W.shape))
     x, w = channels_first(X, order), channels_first(W, order)
     channels, filters = x.shape[1], w.shape[0]
     enforce(channels % group == 0 and filters % group == 0,
-            "group=%d must divide the input channels (%d, X shape %s) and the filters (%d, W shape %s)"
-            % (group, channels, list(X.shape), filters, list(W.shape)))
+            "group=%d must divide the input channels (%d, X shape %s) and the filters "
+            "(%d, W shape %s)", group, channels, list(X.shape), filters, list(W.shape))
     enforce(w.shape[1] * group == channels,
             "channel mismatch: X shape %s (%s) has %d channels, but W shape %s expects %d "
-            "(C/group = %d, group = %d)" % (list(X.shape), order, channels, list(W.shape),
-                                             w.shape[1] * group, w.shape[1], group))
-    enforce(tuple(w.shape[2:]) == tuple(kernels), "W shape %s does not match the kernel %s"
-            % (list(W.shape), list(kernels)))
+            "(C/group = %d, group = %d)", list(X.shape), order, channels, list(W.shape),
+            w.shape[1] * group, w.shape[1], group)
+    enforce(tuple(w.shape[2:]) == tuple(kernels), "W shape %s does not match the kernel %s",
+            list(W.shape), list(kernels))
     if b is not None:
-        enforce(b.dim() == 1 and b.shape[0] == filters, "b must have shape [%d] (one per filter "
-                "of W %s), got %s" % (filters, list(W.shape), list(b.shape)))
+        enforce(b.dim() == 1 and b.shape[0] == filters,
+                "b must have shape [%d] (one per filter of W %s), got %s",
+                filters, list(W.shape), list(b.shape))
     _, heads, tails, _ = resolve_window(tuple(x.shape[2:]), kernels, strides, pads, dilations,
                                         legacy_pad, False)
     if heads != tails:

@@ -95,7 +95,22 @@ def _pads(args, ndim):
 
 
 def resolve_window(sizes, kernels, strides, pads, dilations, legacy_pad, global_pooling):
-    """-> (kernels, heads, tails, out_sizes) for input spatial `sizes` (Caffe2's ComputeSizeAndPad)."""
+    """-> (kernels, heads, tails, out_sizes) for input spatial `sizes` (Caffe2's ComputeSizeAndPad).
+
+    Memoised: a net calls it with the same few geometries every iteration."""
+    key = (tuple(sizes), tuple(kernels or ()), tuple(strides or ()), tuple(pads or ()),
+           tuple(dilations or ()), legacy_pad, bool(global_pooling))
+    cached = _WINDOWS.get(key)
+    if cached is None:
+        cached = _WINDOWS[key] = _resolve_window(sizes, kernels, strides, pads, dilations,
+                                                 legacy_pad, global_pooling)
+    return cached
+
+
+_WINDOWS = {}
+
+
+def _resolve_window(sizes, kernels, strides, pads, dilations, legacy_pad, global_pooling):
     ndim = len(sizes)
     if global_pooling:
         return tuple(sizes), (0,) * ndim, (0,) * ndim, (1,) * ndim
