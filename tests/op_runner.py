@@ -2,7 +2,7 @@
 OperatorDef, `prepare` applied, a context for ops that ask for one), so tests can use autograd."""
 import torch
 
-from food101.caffe2 import executor, workspace
+from food101.caffe2 import core, executor, workspace
 from food101.caffe2.ops import registry
 from food101.caffe2.proto import caffe2_pb2
 
@@ -11,7 +11,7 @@ def run_op(op_type, inputs, num_outputs=1, **args):
     """inputs: a list of tensors (fed as blobs "in0", "in1", ...); returns the op's result."""
     op = caffe2_pb2.OperatorDef(type=op_type, input=["in%d" % i for i in range(len(inputs))],
                                 output=["out%d" % i for i in range(num_outputs)])
-    op.arg.extend(executor.make_argument(k, v) for k, v in args.items())
+    op.arg.extend(core.MakeArgument(k, v) for k, v in args.items())
     schema = registry.lookup(op_type)
     kwargs = registry.parse_arguments(schema, op)
     if schema.context:

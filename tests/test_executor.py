@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from food101.caffe2 import errors, executor, workspace
+from food101.caffe2 import core, errors, executor, workspace
 from food101.caffe2.ops import registry
 from food101.caffe2.proto import caffe2_pb2
 
@@ -12,7 +12,7 @@ def make_net(name, ops, external_input=()):
     net = caffe2_pb2.NetDef(name=name)
     for op_type, inputs, outputs, args in ops:
         op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-        op.arg.extend(executor.make_argument(k, v) for k, v in args.items())
+        op.arg.extend(core.MakeArgument(k, v) for k, v in args.items())
         net.op.append(op)
     net.external_input.extend(external_input)
     return net

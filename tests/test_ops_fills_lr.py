@@ -12,7 +12,7 @@ import torch
 
 from food101.caffe2 import caffe2_pb2, workspace
 from food101.caffe2.errors import Caffe2Error, OperatorError
-from food101.caffe2.executor import make_argument
+from food101.caffe2.core import MakeArgument
 from food101.caffe2.ops.learning_rate import (LR_POLICIES, LRPolicyError, Mutex, check_schedule,
                                               learning_rate)
 from food101.caffe2.ops.utility import format_tensor
@@ -33,7 +33,7 @@ UPDATE_CASES = [c for c in _load_json("index.json")
 
 def make_op(op_type, inputs, outputs, **args):
     op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    op.arg.extend(make_argument(k, v) for k, v in args.items())
+    op.arg.extend(MakeArgument(k, v) for k, v in args.items())
     return op
 
 

@@ -323,7 +323,7 @@ def test_pow_exp_log_scale_sum_mean():
 def test_half_float_casts_sum_of_squares_and_adagrad():
     from food101.caffe2 import workspace
     from food101.caffe2.proto import caffe2_pb2
-    from food101.caffe2.executor import make_argument
+    from food101.caffe2.core import MakeArgument
     x = np.array([1.0, -2.0, 3.0], np.float32)
     workspace.FeedBlob("x", x)
     for op in [caffe2_pb2.OperatorDef(type="FloatToHalf", input=["x"], output=["h"]),
@@ -338,7 +338,7 @@ def test_half_float_casts_sum_of_squares_and_adagrad():
         workspace.FeedBlob(name, value)
     op = caffe2_pb2.OperatorDef(type="Adagrad", input=["param", "moment", "grad", "lr"],
                                 output=["param", "moment"])
-    op.arg.append(make_argument("epsilon", 1e-5))
+    op.arg.append(MakeArgument("epsilon", 1e-5))
     workspace.RunOperatorOnce(op)
     new_moment = moment + grad * grad
     np.testing.assert_allclose(workspace.FetchBlob("moment"), new_moment)

@@ -95,7 +95,8 @@ class CompiledNet(PreparedNet):
         return _Segment(steps, compiled, reads, writes)
 
     def _blobs_needed_later(self):
-        """Per segment, the written blobs that must reach the workspace."""
+        """The written blobs that must reach the workspace: net outputs, anything a segment
+        reads (this iteration or, as state, the next) and the losses (None: every blob)."""
         if self.options.keep_all_blobs:
             return None
         keep = set(self.netdef.external_output)
@@ -103,7 +104,6 @@ class CompiledNet(PreparedNet):
             keep.update(seg.reads)
         if self.backward:
             keep.update(self.backward["losses"] + self.backward["seeds"])
-        # state that outlives the iteration: anything also read before it is written
         return keep
 
     # -- running ----------------------------------------------------------------------------
@@ -167,12 +167,9 @@ class CompiledNet(PreparedNet):
             return None
 
     def _run_steps_of(self, seg, blobs):
-        if self.backward is not None and torch.is_grad_enabled():
-            targets = {}
-            start, stop = seg.steps[0].index, seg.steps[-1].index + 1
-            self._run_steps(blobs, start, stop, targets)
-        else:
-            self._run_steps(blobs, seg.steps[0].index, seg.steps[-1].index + 1, None)
+        """The eager path for a group; like the compiled one it captures no intermediate
+        gradient targets (compiled mode writes gradients of leaves only)."""
+        self._run_steps(blobs, seg.steps[0].index, seg.steps[-1].index + 1, None)
 
 
 def _as_tuple(result):

@@ -24,6 +24,8 @@ what Caffe2's in-place gradient chain leaves in that blob.
 import torch
 
 from . import errors
+from .core import MakeArgument
+from .proto import caffe2_pb2
 from .errors import Caffe2Error, MissingBlobError, OperatorError, closest
 from .ops.registry import argument_value, lookup, operator, parse_arguments
 
@@ -101,44 +103,10 @@ def _forward_order(netdef, names):
 
 
 def _make_op(op_type, inputs, outputs, **args):
-    from .proto import caffe2_pb2
     op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
     for key, value in args.items():
-        op.arg.append(make_argument(key, value))
+        op.arg.append(MakeArgument(key, value))
     return op
-
-
-def make_argument(key, value):
-    """A caffe2_pb2.Argument from a Python value (the rules of Caffe2's utils.MakeArgument)."""
-    from .proto import caffe2_pb2
-    arg = caffe2_pb2.Argument(name=key)
-    if isinstance(value, bool):
-        arg.i = int(value)
-    elif isinstance(value, int):
-        arg.i = value
-    elif isinstance(value, float):
-        arg.f = value
-    elif isinstance(value, str):
-        arg.s = value.encode("utf-8")
-    elif isinstance(value, bytes):
-        arg.s = value
-    elif isinstance(value, caffe2_pb2.NetDef):
-        arg.n.CopyFrom(value)
-    elif hasattr(value, "Proto") and isinstance(value.Proto(), caffe2_pb2.NetDef):
-        arg.n.CopyFrom(value.Proto())
-    else:
-        items = list(value.tolist() if hasattr(value, "tolist") else value)
-        if all(isinstance(v, bool) or isinstance(v, int) for v in items):
-            arg.ints.extend(int(v) for v in items)
-        elif all(isinstance(v, (int, float)) for v in items):
-            arg.floats.extend(float(v) for v in items)
-        elif all(isinstance(v, (str, bytes)) for v in items):
-            arg.strings.extend(v.encode("utf-8") if isinstance(v, str) else v for v in items)
-        elif all(isinstance(v, caffe2_pb2.NetDef) for v in items):
-            arg.nets.extend(items)
-        else:
-            raise Caffe2Error("argument %r: cannot store %r in a caffe2 Argument" % (key, value))
-    return arg
 
 
 def resolve_device(device_option, where):
@@ -356,5 +324,5 @@ def _missing_message(where, name, blobs):
         if blobs else "")
 
 
-__all__ = ["PreparedNet", "add_gradient_ops", "external_reads", "make_argument", "resolve_device", "OpContext",
+__all__ = ["PreparedNet", "add_gradient_ops", "external_reads", "resolve_device", "OpContext",
            "errors"]

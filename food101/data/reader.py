@@ -197,14 +197,8 @@ class LMDBReader:
         """Read the records at `indices` into one new (N, C, H, W) array: one copy per image."""
         images = self._empty((len(indices),) + self.image_shape, self.image_dtype)
         labels = np.empty(len(indices), np.int32)
-        keys, decode = self.keys, self._decoder.decode
         with self.env.begin(buffers=True) as txn:
-            for j, index in enumerate(indices):
-                key = keys[index]
-                buf = txn.get(key)
-                if buf is None:
-                    self._decoder.fail(key, "key vanished from the database")
-                image, label = decode(key, buf)
+            for j, (key, image, label) in enumerate(self._decoded(txn, indices)):
                 if image.shape != self.image_shape or image.dtype != self.image_dtype:
                     self._decoder.fail(key, "image is %s %s but the first record is %s %s; one batch "
                                        "needs one shape and dtype" % (image.dtype, list(image.shape),
@@ -212,6 +206,17 @@ class LMDBReader:
                 images[j] = image
                 labels[j] = label
         return images, labels
+
+    def _decoded(self, txn, indices):
+        """(key, image view into the database, label) for each index, inside `txn`."""
+        keys, decode = self.keys, self._decoder.decode
+        for index in indices:
+            key = keys[index]
+            buf = txn.get(key)
+            if buf is None:
+                self._decoder.fail(key, "key vanished from the database")
+            image, label = decode(key, buf)
+            yield key, image, label
 
     # -------------------------------------------------------------------------------- planning
     def _planner(self, kind, batch_size, epoch, position):
@@ -263,15 +268,10 @@ class LMDBReader:
 
     def _transform_records(self, indices, generator):
         """Hand the transform views into the database instead of a copied uint8 batch."""
-        keys, decode = self.keys, self._decoder.decode
         views, labels = [], np.empty(len(indices), np.int32)
         with self.env.begin(buffers=True) as txn:
-            for j, index in enumerate(indices):
-                key = keys[index]
-                buf = txn.get(key)
-                if buf is None:
-                    self._decoder.fail(key, "key vanished from the database")
-                image, labels[j] = decode(key, buf)
+            for j, (_key, image, label) in enumerate(self._decoded(txn, indices)):
+                labels[j] = label
                 if image.shape != self.image_shape or image.dtype != np.uint8:
                     return NotImplemented       # the batch path reports it
                 views.append(image)

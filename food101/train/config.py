@@ -26,15 +26,14 @@ from typing import Tuple
 
 import yaml
 
-from .diagnostics.settings import DiagnosticsConfig
+from .diagnostics.settings import DiagnosticsConfig, documented
 
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names the key and its source."""
 
 
-def _key(default, doc):
-    return field(default=default, metadata={"doc": doc})
+_key = documented  # one documented-field helper for every section
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ import copy
 import numpy as np
 import torch
 
-from ..caffe2.executor import PreparedNet, external_reads, make_argument  # noqa: F401 (re-exported)
+from ..caffe2.core import MakeArgument
+from ..caffe2.executor import PreparedNet, external_reads  # noqa: F401 (re-exported)
 from ..caffe2.ops.registry import argument_value
 from ..caffe2.proto import caffe2_pb2
 from ..caffe2.workspace import Workspace
@@ -30,7 +31,7 @@ def make_op(op_type, inputs, outputs, name="", **args):
     op = caffe2_pb2.OperatorDef(type=op_type, input=list(inputs), output=list(outputs), name=name)
     for key, value in args.items():
         if value is not None:
-            op.arg.append(make_argument(key, value))
+            op.arg.append(MakeArgument(key, value))
     return op
 
 
@@ -39,7 +40,7 @@ def set_arg(op, key, value):
     keep = [a for a in op.arg if a.name != key]
     del op.arg[:]
     op.arg.extend(keep)
-    op.arg.append(make_argument(key, value))
+    op.arg.append(MakeArgument(key, value))
 
 
 def clone(netdef):

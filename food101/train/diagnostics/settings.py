@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from typing import Tuple
 
 
-def _key(default, doc):
+def documented(default, doc):
+    """A config field with its default and the comment the dumped YAML shows for it."""
     return field(default=default, metadata={"doc": doc})
+
+
+_key = documented
 
 
 @dataclass(frozen=True)
