@@ -7,8 +7,8 @@ The notebook API, one module per step:
     model = food101.zoo.locate_squeezenet().load()             # Model Zoo folder (or the stand-in)
     food101.data.build_lmdb("food-101", "train", "train_lmdb")  # decode once, CHW uint8 TensorProtos
     result = food101.train.fine_tune("configs/food101_squeezenet.yaml")
-    food101.train.evaluate_model(result["deploy_dir"], "test_lmdb")
-    food101.export.to_onnx(food101.zoo.load(result["deploy_dir"]), "food101.onnx", ...)
+    food101.inference.evaluate_model(result["deploy_dir"], "test_lmdb")
+    food101.interop.export.to_onnx(food101.zoo.load(result["deploy_dir"]), "food101.onnx", ...)
     food101.demo.run_demo("demo_run")                           # the whole journey on demo data
 
 Caffe2 code imports the runtime directly: `from food101.caffe2 import core, workspace, ...`.
@@ -18,12 +18,16 @@ the package without needing torch).
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("caffe2", "data", "demo", "export", "train", "zoo")
+_SUBMODULES = ("caffe2", "data", "demo", "diagnostics", "inference", "interop", "train", "zoo")
+# names kept from the first layout: `food101.export` is now food101.interop.export
+_MOVED = {"export": "food101.interop.export"}
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module("." + name, __name__)
+    if name in _MOVED:
+        return importlib.import_module(_MOVED[name])
     raise AttributeError("module 'food101' has no attribute %r" % name)
 
 

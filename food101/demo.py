@@ -12,7 +12,8 @@ records) and a few hundred iterations.
 import os
 import time
 
-from . import data, export, train, zoo
+from food101 import data, inference, train, zoo
+from food101.interop import export
 
 STANDIN_NOTICE = (
     "NOTE: the weights are the seeded STAND-IN for the Model Zoo SqueezeNet (same topology and "
@@ -88,7 +89,7 @@ def run_demo(workdir="demo_run", gpu=None, max_iter=None, log=print):
     deployed = zoo.load(deploy_dir)
     export.to_onnx(deployed, onnx_path, weights=deployed.weights())
     images = _held_out_images(root, per_class=1)
-    predictions = train.predict(deploy_dir, images)
+    predictions = inference.predict(deploy_dir, images)
     result.update(onnx_path=onnx_path, predictions=predictions, images=images,
                   is_standin=location.is_standin, seconds_total=time.time() - started,
                   num_classes=overrides["model.num_classes"])

@@ -1,14 +1,7 @@
-"""Shared test fixtures: the Caffe2 reference data and a clean workspace per test."""
-import os
-
+"""Shared test fixtures: a clean workspace per test; CUDA tests skip without a GPU.
+Helpers (paths of the reference fixtures, op runners) live in tests/support/."""
 import pytest
 import torch
-
-REFERENCE = os.path.join(os.path.dirname(__file__), "data", "caffe2_reference")
-
-
-def reference_path(*parts):
-    return os.path.join(REFERENCE, *parts)
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,9 @@ import os
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from tests.support import REPO
 
-NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
+NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)

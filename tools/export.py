@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from food101.caffe2.errors import Caffe2Error  # noqa: E402
-from food101.export import export_model  # noqa: E402
+from food101.interop.export import export_model  # noqa: E402
 
 
 def get_args_parser():

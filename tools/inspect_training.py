@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from food101.train.diagnostics import inspection  # noqa: E402
+from food101.diagnostics import inspection  # noqa: E402
 
 KINDS = ("param", "grad", "activation", "state")
 

@@ -18,18 +18,18 @@ import copy
 import functools
 import inspect
 
-from .helpers.algebra import mat_mul, reduce_sum, sub, sum as sum_, transpose
-from .helpers.arg_scope import arg_scope, get_current_scope
-from .helpers.array_helpers import concat, depth_concat
-from .helpers.conv import conv, conv_nd, conv_transpose, group_conv
-from .helpers.db_input import db_input
-from .helpers.dropout import dropout
-from .helpers.fc import fc
-from .helpers.nonlinearity import prelu, relu, tanh
-from .helpers.normalization import lrn, softmax, spatial_bn
-from .helpers.pooling import average_pool, max_pool, max_pool_with_index
-from .helpers.train import accuracy, add_weight_decay, iter as iter_
-from .model_helper import ModelHelper
+from food101.caffe2.helpers.algebra import mat_mul, reduce_sum, sub, sum as sum_, transpose
+from food101.caffe2.helpers.arg_scope import arg_scope, get_current_scope
+from food101.caffe2.helpers.array_helpers import concat, depth_concat
+from food101.caffe2.helpers.conv import conv, conv_nd, conv_transpose, group_conv
+from food101.caffe2.helpers.db_input import db_input
+from food101.caffe2.helpers.dropout import dropout
+from food101.caffe2.helpers.fc import fc
+from food101.caffe2.helpers.nonlinearity import prelu, relu, tanh
+from food101.caffe2.helpers.normalization import lrn, softmax, spatial_bn
+from food101.caffe2.helpers.pooling import average_pool, max_pool, max_pool_with_index
+from food101.caffe2.helpers.train import accuracy, add_weight_decay, iter as iter_
+from food101.caffe2.model_helper import ModelHelper
 
 _registry = {
     "arg_scope": arg_scope,

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from .executor import AUTOGRAD_OP, PreparedNet
+from food101.caffe2.executor import AUTOGRAD_OP, PreparedNet
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from collections import namedtuple
 import numpy as np
 from google.protobuf.message import Message
 
-from . import scope
-from .errors import UnknownOperatorError
-from .ops import registry
-from .proto import caffe2_pb2
+from food101.caffe2 import scope
+from food101.caffe2.errors import UnknownOperatorError
+from food101.caffe2.ops import registry
+from food101.caffe2.proto import caffe2_pb2
 
 DataType = caffe2_pb2.TensorProto
 NameScope = scope.NameScope
@@ -591,7 +591,7 @@ class Net:
         skip: the first `skip` ops get no gradients (data preparation).
         Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included.
         """
-        from .executor import add_gradient_ops
+        from food101.caffe2.executor import add_gradient_ops
         if isinstance(ys, (str, bytes, BlobReference)):
             ys = [ys]
         if isinstance(ys, dict):

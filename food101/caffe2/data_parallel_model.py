@@ -55,10 +55,10 @@ import os
 
 import torch
 
-from . import core, scope, workspace
-from .ops.collective import CollectiveError, all_reduce_tensors, barrier, broadcast_tensors
-from .ops.registry import argument_value
-from .proto import caffe2_pb2
+from food101.caffe2 import core, scope, workspace
+from food101.caffe2.ops.collective import CollectiveError, all_reduce_tensors, barrier, broadcast_tensors
+from food101.caffe2.ops.registry import argument_value
+from food101.caffe2.proto import caffe2_pb2
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ def gradient_allreduce_op(grads, comm_world=COMM_WORLD, average=True, bucket_cap
 def insert_gradient_allreduce(net, grads, position=None, **kwargs):
     """Insert the gradient Allreduce into `netdef` (in place): after its AutogradGradient op, or
     at `position` (0 for an update net split off after it). Returns the op's index."""
-    from .executor import AUTOGRAD_OP
+    from food101.caffe2.executor import AUTOGRAD_OP
     netdef = _proto(net)
     if position is None:
         position = next((i + 1 for i, op in enumerate(netdef.op) if op.type == AUTOGRAD_OP), None)

@@ -23,11 +23,11 @@ what Caffe2's in-place gradient chain leaves in that blob.
 """
 import torch
 
-from . import errors
-from .core import MakeArgument
-from .proto import caffe2_pb2
-from .errors import Caffe2Error, MissingBlobError, OperatorError, closest
-from .ops.registry import argument_value, lookup, operator, parse_arguments
+from food101.caffe2 import errors
+from food101.caffe2.core import MakeArgument
+from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.errors import Caffe2Error, MissingBlobError, OperatorError, closest
+from food101.caffe2.ops.registry import argument_value, lookup, operator, parse_arguments
 
 AUTOGRAD_OP = "AutogradGradient"
 CPU, CUDA = 0, 1

@@ -16,9 +16,9 @@ TensorProtos: a CreateDB reader in param_init_net and a TensorProtosDBInput op i
 """
 import logging
 
-from . import core, scope
-from .modeling import parameter_info
-from .modeling.parameter_info import ParameterTags
+from food101.caffe2 import core, scope
+from food101.caffe2.modeling import parameter_info
+from food101.caffe2.modeling.parameter_info import ParameterTags
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class ModelHelper:
         if len(unused_blob_in) != 0:
             raise ValueError("ModelHelper.TensorProtosDBInput creates its own reader; pass [] as "
                              "the input (use model.net.TensorProtosDBInput to pass a reader)")
-        from .helpers.db_input import db_input
+        from food101.caffe2.helpers.db_input import db_input
         return db_input(self, blob_out, batch_size, db, db_type, **kwargs)
 
     # -- raw ops by attribute -----------------------------------------------------------------

@@ -28,9 +28,9 @@ from collections import defaultdict, namedtuple
 
 import numpy as np
 
-from . import core, scope
-from .modeling import parameter_info
-from .proto import caffe2_pb2
+from food101.caffe2 import core, scope
+from food101.caffe2.modeling import parameter_info
+from food101.caffe2.proto import caffe2_pb2
 
 OPTIMIZER_ITERATION_NAME = "optimizer_iteration"
 ITERATION_MUTEX_NAME = "iteration_mutex"
@@ -393,12 +393,12 @@ def get_param_device(param_name, grad, param_to_device=None, default_device=None
 
 def get_lr_injection():
     """The current lr_injection multiplier (build with allow_lr_injection=True)."""
-    from . import workspace
+    from food101.caffe2 import workspace
     return workspace.FetchBlob(_LEARNING_RATE_INJECTION)
 
 
 def set_lr_injection(lr_injection_value):
-    from . import workspace
+    from food101.caffe2 import workspace
     workspace.FeedBlob(_LEARNING_RATE_INJECTION,
                        np.array([float(lr_injection_value)], dtype=np.float32))
 

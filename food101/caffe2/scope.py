@@ -12,7 +12,7 @@ outer scope's node_name and extra_info, as Caffe2 does.
 import contextlib
 import threading
 
-from .proto import caffe2_pb2
+from food101.caffe2.proto import caffe2_pb2
 
 _NAMESCOPE_SEPARATOR = "/"
 

@@ -13,9 +13,9 @@ the current workspace, as `caffe2.python.workspace` does:
 import numpy as np
 import torch
 
-from .errors import Caffe2Error, MissingBlobError, closest
-from .compiled import CompiledNet, CompileOptions, is_compiled_type
-from .executor import PreparedNet, resolve_device
+from food101.caffe2.errors import Caffe2Error, MissingBlobError, closest
+from food101.caffe2.compiled import CompiledNet, CompileOptions, is_compiled_type
+from food101.caffe2.executor import PreparedNet, resolve_device
 
 DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless a seed is given
 
@@ -222,7 +222,7 @@ def RunNetOnce(net):
 
 
 def RunOperatorOnce(operator):
-    from .proto import caffe2_pb2
+    from food101.caffe2.proto import caffe2_pb2
     netdef = caffe2_pb2.NetDef(name="RunOperatorOnce")
     netdef.op.append(operator)
     PreparedNet(netdef, _current).run()

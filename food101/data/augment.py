@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .buffers import HostBuffers
+from food101.data.buffers import HostBuffers
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 _OUTPUTS = HostBuffers(keep=4)    # CPU output batches, recycled once the caller drops them

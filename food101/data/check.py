@@ -16,9 +16,9 @@ import collections
 import hashlib
 from dataclasses import dataclass, field
 
-from .reader import open_env, release_env
-from .records import RecordDecoder, RecordError, key_source
-from .writer import read_metadata
+from food101.data.reader import open_env, release_env
+from food101.data.records import RecordDecoder, RecordError, key_source
+from food101.data.writer import read_metadata
 
 
 @dataclass

@@ -12,8 +12,8 @@ def _classes(text):
 
 
 def build_main(args):
-    from .layout import LayoutError
-    from .writer import BuildError, BuildInterrupted, OutputExistsError, build_lmdb
+    from food101.data.layout import LayoutError
+    from food101.data.writer import BuildError, BuildInterrupted, OutputExistsError, build_lmdb
     try:
         summary = build_lmdb(args.root, args.split, args.out, size=args.size, resize=args.resize,
                              interpolation=args.interpolation, workers=args.workers,
@@ -33,7 +33,7 @@ def build_main(args):
 
 
 def make_demo_main(args):
-    from .demo import DEMO_CLASSES, make_demo_dataset
+    from food101.data.demo import DEMO_CLASSES, make_demo_dataset
     try:
         demo = make_demo_dataset(args.out, classes=_classes(args.classes) or DEMO_CLASSES,
                                  train_per_class=args.train_per_class, test_per_class=args.test_per_class,
@@ -51,8 +51,8 @@ def make_demo_main(args):
 
 
 def check_main(args):
-    from .check import check_lmdb
-    from .records import RecordError
+    from food101.data.check import check_lmdb
+    from food101.data.records import RecordError
     try:
         report = check_lmdb(args.lmdb, num_classes=args.num_classes, progress=not args.no_progress)
     except (FileNotFoundError, RecordError) as e:

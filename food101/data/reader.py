@@ -44,9 +44,9 @@ import threading
 import lmdb
 import numpy as np
 
-from .buffers import HostBuffers
-from .records import RecordDecoder, RecordError, key_source
-from .writer import read_metadata
+from food101.data.buffers import HostBuffers
+from food101.data.records import RecordDecoder, RecordError, key_source
+from food101.data.writer import read_metadata
 
 
 _ENVS = {}                  # realpath -> [lmdb.Environment, users]

@@ -12,7 +12,7 @@ every record the schema does; tests check that they agree.
 """
 import numpy as np
 
-from ..caffe2.proto import caffe2_pb2, tensor_to_numpy
+from food101.caffe2.proto import caffe2_pb2, tensor_to_numpy
 
 BYTE = caffe2_pb2.TensorProto.BYTE
 FLOAT = caffe2_pb2.TensorProto.FLOAT

@@ -43,9 +43,9 @@ import cv2
 import lmdb
 import numpy as np
 
-from .decode import INTERPOLATIONS, RESIZE_MODES, BadImage, load_image, to_chw
-from .layout import LAYOUT_VERSION, Food101Layout
-from .records import encode_record
+from food101.data.decode import INTERPOLATIONS, RESIZE_MODES, BadImage, load_image, to_chw
+from food101.data.layout import LAYOUT_VERSION, Food101Layout
+from food101.data.records import encode_record
 
 META_FILE = "food101_meta.json"
 REPORT_FILE = "build_report.json"

@@ -8,11 +8,12 @@
 
 Modules: config (the documented config tree, YAML / solver.prototxt / overrides), schedule (the
 lr schedule, via the LearningRate op's own function), loop (Trainer, fine_tune), checkpoint,
-metrics (Caffe-style log, metrics.jsonl), evaluate, plots, predict.
+metrics (Caffe-style log, metrics.jsonl), plots. Prediction and evaluation: food101.inference.
 """
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: F401
-from .config import (Config, ConfigError, default_config, dump_config, load_config,  # noqa: F401
+from food101.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: F401
+from food101.train.config import (Config, ConfigError, default_config, dump_config, load_config,  # noqa: F401
                      parse_overrides)
-from .evaluate import ClassificationMetrics, evaluate_model  # noqa: F401
-from .loop import Trainer, TrainingError, fine_tune  # noqa: F401
-from .predict import InferenceModel, load_model, predict  # noqa: F401
+from food101.train.loop import Trainer, TrainingError, fine_tune  # noqa: F401
+# prediction and evaluation belong to food101.inference; these names stay here for notebooks
+from food101.inference import (ClassificationMetrics, InferenceModel, evaluate_model,  # noqa: F401
+                               load_model, predict)

@@ -6,8 +6,8 @@ Exit codes: 0 done, 1 a run failed, 2 a usage/config problem (message on stderr,
 import os
 import sys
 
-from . import checkpoint as ckpt
-from . import config as C
+from food101.train import checkpoint as ckpt
+from food101.train import config as C
 
 EXIT_INTERRUPTED = 130
 
@@ -47,7 +47,7 @@ def config_from_args(args):
 
 
 def train_main(args):
-    from .loop import TrainingError, fine_tune
+    from food101.train.loop import TrainingError, fine_tune
     try:
         cfg = config_from_args(args)
         if args.print_config:
@@ -78,7 +78,7 @@ def _num(x):
 
 
 def evaluate_main(args):
-    from .evaluate import evaluate_model, summary_lines
+    from food101.inference.evaluate import evaluate_model, summary_lines
     device = "cuda:%d" % args.gpu if args.gpu is not None else "cpu"
     if device != "cpu":
         import torch
@@ -101,7 +101,7 @@ def evaluate_main(args):
 
 
 def predict_main(args):
-    from .predict import format_predictions, load_model, predict
+    from food101.inference.predict import format_predictions, load_model, predict
     device = "cuda:%d" % args.gpu if args.gpu is not None else "cpu"
     if device != "cpu":
         import torch

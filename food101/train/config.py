@@ -26,7 +26,7 @@ from typing import Tuple
 
 import yaml
 
-from .diagnostics.settings import DiagnosticsConfig, documented
+from food101.diagnostics.settings import DiagnosticsConfig, documented
 
 
 class ConfigError(ValueError):

@@ -67,10 +67,10 @@ import os
 import numpy as np
 import torch
 
-from ..caffe2.data_parallel_model import (add_computed_param_sync, add_lr_warmup,
+from food101.caffe2.data_parallel_model import (add_computed_param_sync, add_lr_warmup,
                                           add_param_broadcast, insert_gradient_allreduce,
                                           scale_learning_rate_ops, trained_bn_statistics)
-from ..caffe2.ops.collective import CollectiveError, all_reduce_tensors, broadcast_tensors
+from food101.caffe2.ops.collective import CollectiveError, all_reduce_tensors, broadcast_tensors
 
 DEFAULT_TIMEOUT_S = 600.0
 LR_SCALING_RULES = ("linear", "none")
@@ -203,7 +203,7 @@ def get_world_size():
 
 def barrier():
     if _context.enabled:
-        from ..caffe2.ops.collective import barrier as _barrier
+        from food101.caffe2.ops.collective import barrier as _barrier
         _barrier()
 
 
@@ -220,7 +220,7 @@ def join(cfg, error=DistributedError):
     group (a GPU run takes cuda:LOCAL_RANK as solver.device_id) and take rank 0's random seed,
     so every rank shuffles the LMDB the same way and reads its own disjoint shard of it.
     Otherwise (cfg, a single-process context). Failures raise `error` (the caller's class)."""
-    from . import config as C
+    from food101.train import config as C
     d = cfg.distributed
     if not d.enabled:
         return cfg, SINGLE
@@ -269,7 +269,7 @@ class _NullRecords:
 
 def silent_outputs():
     """(records, runlog) for ranks other than 0: nothing printed, nothing written."""
-    from .metrics import RunLog
+    from food101.train.metrics import RunLog
     return _NullRecords(), RunLog(None, total=None, progress=False, stream=open(os.devnull, "w"))
 
 

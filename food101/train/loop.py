@@ -41,14 +41,14 @@ import time
 import numpy as np
 import torch
 
-from ..caffe2 import core, workspace
-from ..caffe2.executor import AUTOGRAD_OP, external_reads
-from ..caffe2.proto import caffe2_pb2
-from . import checkpoint as ckpt
-from . import config as C
-from . import distributed
-from .evaluate import ClassificationMetrics, write_results
-from .metrics import JsonlWriter, RunLog, SmoothedLoss, eval_log_lines, train_log_lines
+from food101.caffe2 import core, workspace
+from food101.caffe2.executor import AUTOGRAD_OP, external_reads
+from food101.caffe2.proto import caffe2_pb2
+from food101.train import checkpoint as ckpt
+from food101.train import config as C
+from food101.train import distributed
+from food101.inference.evaluate import ClassificationMetrics, write_results
+from food101.train.metrics import JsonlWriter, RunLog, SmoothedLoss, eval_log_lines, train_log_lines
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +205,13 @@ class Trainer:
         os.makedirs(self.path(), exist_ok=True)
         seed = cfg.solver.random_seed
         seed_everything(seed)
-        from ..data.reader import LMDBReader
+        from food101.data.reader import LMDBReader
         pin = self.device.type == "cuda"
         self.reader = LMDBReader(data.train_lmdb, data.batch_size, shuffle=data.shuffle, seed=seed,
                                  pin_memory=pin, num_threads=1, prefetch=4,
                                  **distributed.reader_shard(self.dist))
         if data.device_resident:
-            from ..data.resident import DeviceResidentDataset
+            from food101.data.resident import DeviceResidentDataset
             self.reader = DeviceResidentDataset(self.reader, self.device, progress=cfg.train.progress)
         self.class_names = self._class_names(self.reader)
         if len(self.class_names) != cfg.model.num_classes:
@@ -224,7 +224,7 @@ class Trainer:
         if data.crop_size > min(h, w):
             raise TrainingError("data.crop_size %d is larger than the %dx%d images of %s" % (
                 data.crop_size, h, w, data.train_lmdb))
-        from ..data.augment import Augment
+        from food101.data.augment import Augment
         self.aug_generator = torch.Generator().manual_seed(seed + 1)
         self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=data.mean,
                                device=self.device, generator=self.aug_generator)
@@ -232,7 +232,7 @@ class Trainer:
         self.lr_factor = distributed.prepare_training_nets(self.nets, cfg, self.dist)
         for net in self.nets.init:
             workspace.RunNetOnce(net)
-        from ..zoo import frozen_checksums
+        from food101.zoo import frozen_checksums
         self.frozen_before = frozen_checksums(self.nets.frozen_blobs)  # the zoo's own values
         self.accumulators = {}
         if cfg.solver.iter_size > 1:
@@ -258,7 +258,7 @@ class Trainer:
                 return [line.strip() for line in f if line.strip()]
         if reader.classes:
             return list(reader.classes)
-        from ..zoo.surgery import food101_classes
+        from food101.zoo.surgery import food101_classes
         return food101_classes()
 
     def resize_info(self):
@@ -322,7 +322,7 @@ class Trainer:
     def _compile_options(self):
         if not self.cfg.train.compile:
             return None
-        from ..caffe2.compiled import CompileOptions
+        from food101.caffe2.compiled import CompileOptions
         return CompileOptions(autocast="bfloat16" if self.cfg.train.bf16 else None)
 
     def step(self):
@@ -535,7 +535,7 @@ class Trainer:
                 return self._result(interrupted=True, checkpoint=path, seconds=train_seconds,
                                     start_iteration=start_iteration, config_path=config_path)
             self._flush()
-            from ..zoo import audit_frozen
+            from food101.zoo import audit_frozen
             audit = audit_frozen(self.frozen_before)
             if self.frozen_before:
                 self.runlog.info(audit.report())
@@ -552,8 +552,8 @@ class Trainer:
             self.reader.close()
 
     def _start_diagnostics(self):
-        """Start-up checks of the nets and the initial weights (see food101.train.diagnostics)."""
-        from .diagnostics import Diagnostics
+        """Start-up checks of the nets and the initial weights (see food101.diagnostics)."""
+        from food101.diagnostics import Diagnostics
         cfg = self.cfg
         diag = Diagnostics(cfg.diagnostics, output_dir=self.path(), num_classes=cfg.model.num_classes,
                            max_iter=cfg.solver.max_iter, log_lines=self.runlog.info,
@@ -587,7 +587,7 @@ class Trainer:
             lines.append("Resuming from %s at iteration %d" % (self.resume_from["path"], self.iteration))
         if self.dist.enabled:
             lines.append(distributed.describe(self.dist, cfg, self.lr_factor))
-        from . import schedule
+        from food101.train import schedule
         for w in schedule.check(cfg.solver):
             lines.append("LR schedule warning: " + w)
         self.runlog.info(*lines)
@@ -625,7 +625,7 @@ class Trainer:
         if final_eval is not None:
             out["eval_path"] = write_results(final_eval, self.path("eval_final.json"))
         if cfg.train.plots:
-            from .plots import plot_run
+            from food101.train.plots import plot_run
             out["plots"] = plot_run(self.path(), confusion=final_eval and final_eval["confusion"],
                                     class_names=self.class_names, window=cfg.solver.average_loss)
         if cfg.train.export:
@@ -653,7 +653,7 @@ class Trainer:
         return result
 
     def _read_records(self):
-        from .metrics import read_jsonl
+        from food101.train.metrics import read_jsonl
         return read_jsonl(self.path("metrics.jsonl")) if os.path.exists(self.path("metrics.jsonl")) else []
 
     @contextlib.contextmanager
@@ -690,8 +690,8 @@ def evaluate_nets(nets, class_names, lmdb_path, data_cfg, device, limit_batches=
                   should_stop=None):
     """Run the test net over an LMDB (centre crops, in order): the evaluation dict, or None when
     `should_stop()` turned true on the way."""
-    from ..data.augment import Augment
-    from ..data.reader import LMDBReader
+    from food101.data.augment import Augment
+    from food101.data.reader import LMDBReader
     metrics = ClassificationMetrics(len(class_names))
     center = Augment(data_cfg.crop_size, train=False, mean=data_cfg.mean, device=device)
     with LMDBReader(lmdb_path, data_cfg.test_batch_size, shuffle=False, num_threads=1,
@@ -715,7 +715,7 @@ def evaluate_nets(nets, class_names, lmdb_path, data_cfg, device, limit_batches=
 # ------------------------------------------------------------------------------ building
 def load_zoo_model(model_cfg):
     """The zoo SqueezeNet: model.zoo_dir, else the downloaded one, else the seeded stand-in."""
-    from .. import zoo
+    from food101 import zoo
     if model_cfg.zoo_dir:
         if not os.path.isdir(model_cfg.zoo_dir):
             raise TrainingError("model.zoo_dir: %s is not a folder (expected the zoo's "
@@ -727,8 +727,8 @@ def load_zoo_model(model_cfg):
 
 def build_training_nets(cfg, class_names, device_option):
     """Train (forward+backward, update) and test nets of the fine-tuning run, on the device."""
-    from .. import zoo
-    from ..caffe2 import optimizer
+    from food101 import zoo
+    from food101.caffe2 import optimizer
     model_cfg, solver = cfg.model, cfg.solver
     zoo_model, zoo_note = load_zoo_model(model_cfg)
     food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
@@ -766,7 +766,7 @@ def build_training_nets(cfg, class_names, device_option):
 def _base_lr_blob(update, base_lr):
     """The LearningRate output whose base_lr is solver.base_lr (others carry lr multipliers),
     and the factor that turns any of them into the base rate when no param uses the base."""
-    from ..caffe2.ops.registry import argument_value
+    from food101.caffe2.ops.registry import argument_value
     candidates = []
     for op in update.op:
         if op.type == "LearningRate":
@@ -779,9 +779,9 @@ def _base_lr_blob(update, base_lr):
 
 
 def export_deploy(trainer, dest):
-    """The trained model as a Caffe2 deploy folder (food101.export.to_caffe2), plus how images
+    """The trained model as a Caffe2 deploy folder (food101.interop.export.to_caffe2), plus how images
     were resized for it (preprocess.json gains resize_size / resize, which predict uses)."""
-    from ..export import to_caffe2
+    from food101.interop.export import to_caffe2
     cfg = trainer.cfg
     to_caffe2(trainer.nets.deploy, dest, class_names=trainer.class_names,
               mean_bgr=tuple(cfg.data.mean), crop=cfg.data.crop_size)

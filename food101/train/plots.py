@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from .metrics import read_jsonl  # noqa: E402
+from food101.train.metrics import read_jsonl  # noqa: E402
 
 
 def _smooth(values, window):

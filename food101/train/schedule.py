@@ -9,8 +9,8 @@ The rates come from `food101.caffe2.ops.learning_rate.learning_rate`, the functi
 """
 import math
 
-from ..caffe2.ops.learning_rate import LR_POLICIES, LRSchedule, check_schedule, learning_rate
-from .config import lr_policy_args
+from food101.caffe2.ops.learning_rate import LR_POLICIES, LRSchedule, check_schedule, learning_rate
+from food101.train.config import lr_policy_args
 
 
 def schedule_for(solver):
@@ -59,7 +59,7 @@ def report(policy, base_lr, max_iter, policy_args, points=20, plot_path=None, ti
     warnings = check_schedule(policy, base_lr, max_iter, **policy_args)
     plot = None
     if plot_path:
-        from .plots import plot_lr
+        from food101.train.plots import plot_lr
         plot = plot_lr((its, values), plot_path, title=title or "lr policy %r" % policy)
     return {"rows": rows, "warnings": warnings, "plot": plot}
 
@@ -101,7 +101,7 @@ def schedule_report(config=None, solver=None, overrides=None, policy=None, base_
     overrides), or of any LearningRate policy given by name with its arguments.
 
     Returns (lines, warnings)."""
-    from .config import load_config
+    from food101.train.config import load_config
     cfg = load_config(config, solver, overrides)
     if policy is None:
         policy, cfg_base_lr, args = schedule_for(cfg.solver)

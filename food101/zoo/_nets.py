@@ -4,11 +4,11 @@ import copy
 import numpy as np
 import torch
 
-from ..caffe2.core import MakeArgument
-from ..caffe2.executor import PreparedNet, external_reads  # noqa: F401 (re-exported)
-from ..caffe2.ops.registry import argument_value
-from ..caffe2.proto import caffe2_pb2
-from ..caffe2.workspace import Workspace
+from food101.caffe2.core import MakeArgument
+from food101.caffe2.executor import PreparedNet, external_reads  # noqa: F401 (re-exported)
+from food101.caffe2.ops.registry import argument_value
+from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.workspace import Workspace
 
 # Init-net ops whose `values` argument holds the tensor itself (Caffe2's GivenTensor*Fill).
 GIVEN_FILLS = {

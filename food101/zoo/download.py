@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ..caffe2.errors import Caffe2Error
+from food101.caffe2.errors import Caffe2Error
 
 DEFAULT_BASE_URL = "https://s3.amazonaws.com/download.caffe2.ai/models"
 BASE_URL_ENV = "FOOD101_ZOO_BASE_URL"

@@ -22,10 +22,10 @@ import hashlib
 
 import numpy as np
 
-from ..caffe2.errors import closest
-from . import _nets
-from .model import ZooError, find_classifier
-from .surgery import replace_classifier
+from food101.caffe2.errors import closest
+from food101.zoo import _nets
+from food101.zoo.model import ZooError, find_classifier
+from food101.zoo.surgery import replace_classifier
 
 DEFAULT_MEAN_BGR = (104.0, 117.0, 123.0)
 INPUT_KINDS = ("uint8", "float")
@@ -70,7 +70,7 @@ def build_finetune_model(zoo_model, num_classes=None, is_test=False, name=None, 
     is_test: build the test net (no init ops, no gradients, is_test=1 everywhere).
     param_model: the training ModelHelper, when building a test net that shares its params.
     """
-    from ..caffe2 import brew, core, model_helper
+    from food101.caffe2 import brew, core, model_helper
 
     if input_kind not in INPUT_KINDS:
         raise ZooError("input_kind %r: expected one of %s" % (input_kind, ", ".join(INPUT_KINDS)))
@@ -237,7 +237,7 @@ _PARAM_ROLES = {  # op type -> {input position: tag}
 def _register_zoo_params(model, op, params, zoo_params, core, register=True):
     """Unfrozen zoo blobs become params (SpatialBN statistics: computed params); a test net
     sharing the training model's params (param_model) only records them."""
-    from ..caffe2.modeling.parameter_info import ParameterTags
+    from food101.caffe2.modeling.parameter_info import ParameterTags
     roles = _PARAM_ROLES.get(op.type, {})
     for position, name in enumerate(op.input):
         if name not in params or name in zoo_params:
@@ -281,8 +281,8 @@ def _add_classifier(model, brew, core, zoo, clf, op, init_params):
     elif op.type in ("Conv", "FC", "FCTransposed", "ConvTranspose"):
         # blob names brew would not choose (e.g. an ONNX import's conv10_w_0): keep the op as it
         # is and create its params the way brew does (tags, ParameterInfo, init ops)
-        from ..caffe2.modeling import initializers
-        from ..caffe2.modeling.parameter_info import ParameterTags
+        from food101.caffe2.modeling import initializers
+        from food101.caffe2.modeling.parameter_info import ParameterTags
         for blob, tag in ((clf.weight, ParameterTags.WEIGHT), (clf.bias, ParameterTags.BIAS)):
             if blob is None:
                 continue
@@ -320,7 +320,7 @@ def build_finetune_sgd(model, base_learning_rate, weight_decay=None, **sgd_kwarg
     Params whose multiplier is not 1 get their own SgdOptimizer (Caffe2's ParameterInfo.optimizer)
     with base_learning_rate * multiplier and the same policy/momentum; the rest share one.
     weight_decay, when given, is optimizer.add_weight_decay (weights only) first."""
-    from ..caffe2 import core, optimizer
+    from food101.caffe2 import core, optimizer
     info = getattr(model, "finetune", None)
     if weight_decay:
         optimizer.add_weight_decay(model, weight_decay)
@@ -359,7 +359,7 @@ def frozen_checksums(model_or_names, workspace=None):
 
 def _blob_source(workspace):
     if workspace is None:
-        from ..caffe2 import workspace as ws_module
+        from food101.caffe2 import workspace as ws_module
         return ws_module.current().blobs
     return workspace.blobs if hasattr(workspace, "blobs") else workspace
 

@@ -6,8 +6,8 @@
 """
 import os
 
-from .download import load_checksums, models_dir, verify_file
-from .model import INIT_NET, PREDICT_NETS, VALUE_INFO, load
+from food101.zoo.download import load_checksums, models_dir, verify_file
+from food101.zoo.model import INIT_NET, PREDICT_NETS, VALUE_INFO, load
 
 
 class ZooLocation:
@@ -52,7 +52,7 @@ def locate_squeezenet(root=None, verify=True):
     needed = [INIT_NET, VALUE_INFO]
     if not all(os.path.exists(os.path.join(standin, f)) for f in needed) or not any(
             os.path.exists(os.path.join(standin, f)) for f in PREDICT_NETS):
-        from .model import ZooFileMissingError
+        from food101.zoo.model import ZooFileMissingError
         raise ZooFileMissingError(
             "no usable SqueezeNet: %s (%s) and the stand-in folder %s is incomplete; run "
             "tools/download_model.py squeezenet" % (real, "; ".join(problems), standin))

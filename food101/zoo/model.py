@@ -17,9 +17,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..caffe2.errors import Caffe2Error, ProtobufParseError
-from ..caffe2.proto import caffe2_pb2, load_net, save_net
-from . import _nets
+from food101.caffe2.errors import Caffe2Error, ProtobufParseError
+from food101.caffe2.proto import caffe2_pb2, load_net, save_net
+from food101.zoo import _nets
 
 INIT_NET = "init_net.pb"
 PREDICT_NETS = ("predict_net.pb", "predict_net.pbtxt")

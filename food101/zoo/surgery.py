@@ -15,9 +15,9 @@ The output blob (`softmaxout`) is unchanged, now N x num_classes x 1 x 1.
 """
 import os
 
-from . import _nets
-from .download import models_dir
-from .model import ZooError, find_classifier, read_labels
+from food101.zoo import _nets
+from food101.zoo.download import models_dir
+from food101.zoo.model import ZooError, find_classifier, read_labels
 
 WEIGHT_INITS = {
     "msra": ("MSRAFill", {}),

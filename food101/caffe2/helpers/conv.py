@@ -1,6 +1,6 @@
 """brew.conv (and conv_nd, conv_transpose, group_conv): Conv ops and their `_w`/`_b` params."""
-from ..modeling import initializers
-from ..modeling.parameter_info import ParameterTags
+from food101.caffe2.modeling import initializers
+from food101.caffe2.modeling.parameter_info import ParameterTags
 
 
 def _conv_base(model, is_nd, blob_in, blob_out, dim_in, dim_out, kernel, weight_init=None,

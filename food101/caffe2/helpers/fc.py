@@ -1,6 +1,6 @@
 """brew.fc: an FC op and its `_w` ([dim_out, dim_in]) and `_b` ([dim_out]) params."""
-from ..modeling import initializers
-from ..modeling.parameter_info import ParameterTags
+from food101.caffe2.modeling import initializers
+from food101.caffe2.modeling.parameter_info import ParameterTags
 
 
 def _fc_or_packed_fc(model, op_call, blob_in, blob_out, dim_in, dim_out, weight_init=None,

@@ -1,6 +1,6 @@
 """brew.relu / brew.tanh / brew.prelu."""
-from ..modeling import initializers
-from ..modeling.parameter_info import ParameterTags
+from food101.caffe2.modeling import initializers
+from food101.caffe2.modeling.parameter_info import ParameterTags
 
 
 def relu(model, blob_in, blob_out, use_cudnn=False, order="NCHW", **kwargs):

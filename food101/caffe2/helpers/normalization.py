@@ -1,8 +1,8 @@
 """brew.spatial_bn / brew.lrn / brew.softmax."""
-from .. import scope
-from ..modeling import initializers
-from ..modeling.parameter_info import ParameterTags
-from ..proto import caffe2_pb2
+from food101.caffe2 import scope
+from food101.caffe2.modeling import initializers
+from food101.caffe2.modeling.parameter_info import ParameterTags
+from food101.caffe2.proto import caffe2_pb2
 
 
 def lrn(model, blob_in, blob_out, order="NCHW", use_cudnn=False, **kwargs):

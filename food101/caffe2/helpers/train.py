@@ -1,6 +1,6 @@
 """brew.iter / brew.accuracy / brew.add_weight_decay: the training bookkeeping helpers."""
-from .. import core, scope
-from ..proto import caffe2_pb2
+from food101.caffe2 import core, scope
+from food101.caffe2.proto import caffe2_pb2
 
 
 def iter(model, blob_out, **kwargs):  # noqa: A001 - Caffe2's helper name

@@ -10,8 +10,8 @@ An initializer adds the op that creates a parameter to the param_init_net:
 Helpers take `weight_init=("MSRAFill", {})`-style tuples and/or an initializer class;
 `update_initializer` combines them with the helper's default.
 """
-from .. import core
-from .parameter_info import ParameterInfo
+from food101.caffe2 import core
+from food101.caffe2.modeling.parameter_info import ParameterInfo
 
 
 class Initializer:

@@ -1,7 +1,7 @@
 """ParameterTags and ParameterInfo (caffe2.python.modeling.parameter_info)."""
 import numpy as np
 
-from .. import core
+from food101.caffe2 import core
 
 
 class ParameterTags:

@@ -5,9 +5,9 @@ torch's gradients equal Caffe2's here (Relu's is dY where Y > 0, as in ReluGradi
 import torch
 import torch.nn.functional as F
 
-from ..errors import enforce
-from .common import channel_axis, check_order
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import channel_axis, check_order
+from food101.caffe2.ops.registry import operator
 
 
 @operator("Relu")

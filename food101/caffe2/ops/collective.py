@@ -27,8 +27,8 @@ import datetime
 
 import torch
 
-from ..errors import Caffe2Error, enforce
-from .registry import operator
+from food101.caffe2.errors import Caffe2Error, enforce
+from food101.caffe2.ops.registry import operator
 
 DEFAULT_BUCKET_CAP_MB = 25.0
 

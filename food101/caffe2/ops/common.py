@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..errors import enforce
+from food101.caffe2.errors import enforce
 
 
 def canonical_axis(axis, ndim, what="axis"):

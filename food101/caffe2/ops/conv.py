@@ -7,10 +7,10 @@ before a conv without padding.
 """
 import torch.nn.functional as F
 
-from ..errors import enforce
-from .common import channels_first, restore_order
-from .conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import channels_first, restore_order
+from food101.caffe2.ops.conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
+from food101.caffe2.ops.registry import operator
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

@@ -20,8 +20,8 @@ Some padding depends on the input size and is resolved per call by `resolve_wind
 """
 import math
 
-from ..errors import enforce
-from .common import check_order
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import check_order
 
 NOTSET, VALID, SAME, CAFFE_LEGACY_POOLING = 0, 1, 2, 3
 

@@ -15,15 +15,15 @@ import os
 
 import torch
 
-from ..errors import enforce
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.registry import operator
 
 SUPPORTED_DB_TYPES = ("lmdb",)
 
 
 @operator("CreateDB", grad_inputs=())
 def create_db(*, db="", db_type="", num_shards=1, shard_id=0):
-    from ...data.reader import LMDBReader
+    from food101.data.reader import LMDBReader
     enforce(bool(db), "CreateDB needs the argument db (the path of the database)")
     kind = (db_type or "").lower()
     if not kind and os.path.exists(os.path.join(db, "data.mdb")):

@@ -2,8 +2,8 @@
 by 1 / (1 - ratio); is_test=1 passes X through. The keep-mask (bool) is the second output."""
 import torch
 
-from ..errors import enforce
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.registry import operator
 
 
 @operator("Dropout", context=True)

@@ -11,9 +11,9 @@ equals the result (Caffe2's MaxGradient), not split between ties as torch.maximu
 """
 import torch
 
-from ..errors import enforce
-from .common import with_max_gradient
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import with_max_gradient
+from food101.caffe2.ops.registry import operator
 
 
 def _operands(A, B, broadcast, axis, axis_str, order):

@@ -6,9 +6,9 @@ X is read as a matrix M x K by joining its dims before `axis` (rows) and from `a
 import torch
 import torch.nn.functional as F
 
-from ..errors import enforce
-from .common import canonical_axis, shape_product
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import canonical_axis, shape_product
+from food101.caffe2.ops.registry import operator
 
 
 def _as_matrix(T, axis, name):

@@ -15,8 +15,8 @@ gradient.
 import numpy as np
 import torch
 
-from ..errors import enforce
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.registry import operator
 
 # caffe2_pb2.TensorProto.DataType -> torch dtype (STRING is kept as a numpy object array).
 FLOAT, INT32, BYTE, STRING, BOOL, UINT8, INT8, UINT16, INT16, INT64, FLOAT16, DOUBLE = (

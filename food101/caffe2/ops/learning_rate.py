@@ -27,8 +27,8 @@ import threading
 
 import torch
 
-from ..errors import OperatorError, closest, enforce
-from .registry import argument_value, operator
+from food101.caffe2.errors import OperatorError, closest, enforce
+from food101.caffe2.ops.registry import argument_value, operator
 
 log = logging.getLogger(__name__)
 

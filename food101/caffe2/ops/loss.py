@@ -6,9 +6,9 @@ divides by that floored value (no zero gradient below the floor, as torch.clamp 
 """
 import torch
 
-from ..errors import enforce
-from .common import shape_product
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import shape_product
+from food101.caffe2.ops.registry import operator
 
 LOG_THRESHOLD = 1e-20  # Caffe2's kLOG_THRESHOLD()
 

@@ -11,9 +11,9 @@ SpatialBN, as Caffe2 runs it:
 import torch
 import torch.nn.functional as F
 
-from ..errors import enforce
-from .common import channels_first, check_order, restore_order
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import channels_first, check_order, restore_order
+from food101.caffe2.ops.registry import operator
 
 
 @operator("SpatialBN", grad_inputs=(0, 1, 2))

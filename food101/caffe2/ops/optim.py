@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from ..errors import enforce
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.registry import operator
 
 
 def _scalar(blob, name, op):

@@ -13,10 +13,10 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from ..errors import enforce
-from .common import channels_first, restore_order, with_max_gradient
-from .conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import channels_first, restore_order, with_max_gradient
+from food101.caffe2.ops.conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
+from food101.caffe2.ops.registry import operator
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 # Caffe2's CPU MaxPoolGradient rule (every tied maximum gets dY). It costs ~10x torch's own

@@ -5,9 +5,9 @@ ReduceMax/ReduceMin give the gradient to every element equal to the result, as C
 """
 import torch
 
-from ..errors import enforce
-from .common import canonical_axis, with_max_gradient
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import canonical_axis, with_max_gradient
+from food101.caffe2.ops.registry import operator
 
 
 def _reduce(X, dims, keepdims, kind):

@@ -22,7 +22,7 @@ ops that are not differentiable at all (Accuracy, Iter, fills) say `grad_inputs=
 """
 import inspect
 
-from ..errors import UnknownOperatorError, closest
+from food101.caffe2.errors import UnknownOperatorError, closest
 
 _REGISTRY = {}
 
@@ -140,7 +140,7 @@ def _load_op_modules():
     _LOADED = True
     import importlib
     import pkgutil
-    from .. import ops as package
+    from food101.caffe2 import ops as package
     for info in pkgutil.iter_modules(package.__path__):
         if info.name != "registry":
             importlib.import_module("%s.%s" % (package.__name__, info.name))

@@ -6,10 +6,10 @@ dims from `axis` on are one row of classes. So an N x C x 1 x 1 blob (the Model 
 """
 import torch
 
-from ..errors import enforce
-from .common import canonical_axis, shape_product
-from .loss import LOG_THRESHOLD, class_labels
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import canonical_axis, shape_product
+from food101.caffe2.ops.loss import LOG_THRESHOLD, class_labels
+from food101.caffe2.ops.registry import operator
 
 
 def _as_rows(X, axis):

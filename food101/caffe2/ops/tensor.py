@@ -8,10 +8,10 @@ split_info, Reshape's old_shape, Shape) are CPU tensors, as in Caffe2.
 """
 import torch
 
-from ..errors import enforce
-from .common import canonical_axis, check_order, shape_product
-from .fill import STRING, TORCH_DTYPES, data_type
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import canonical_axis, check_order, shape_product
+from food101.caffe2.ops.fill import STRING, TORCH_DTYPES, data_type
+from food101.caffe2.ops.registry import operator
 
 
 def _order_axis(axis, order, ndim):

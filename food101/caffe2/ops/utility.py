@@ -13,8 +13,8 @@ import os
 import numpy as np
 import torch
 
-from ..errors import enforce
-from .registry import operator
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.registry import operator
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
-from ..errors import Caffe2Error, ProtobufParseError
-from . import caffe2_pb2
+from food101.caffe2.errors import Caffe2Error, ProtobufParseError
+from food101.caffe2.proto import caffe2_pb2
 
 TEXT_EXTENSIONS = (".pbtxt", ".prototxt", ".pbtext", ".txt")
 BINARY_EXTENSIONS = (".pb",)

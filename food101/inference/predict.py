@@ -1,0 +1,169 @@
+"""Inference with a trained model: a Caffe2 deploy folder or a training checkpoint.
+
+    image file ──OpenCV decode (BGR)──► resize like build_lmdb (shorter side to S, centre S x S)
+               ──► centre crop (crop x crop) ──► minus the BGR mean ──► net ──► top-5 classes
+
+`load_model(path)` accepts:
+- a deploy folder (`init_net.pb`, `predict_net.pb`, `preprocess.json`, `labels.txt`), as
+  `fine_tune` exports to `<output_dir>/deploy` and `food101.interop.export.to_caffe2` writes;
+- a checkpoint file (`*.ckpt`) or a snapshot folder (its newest checkpoint): the test net and
+  every blob are stored inside, so no zoo files are needed;
+- a run's output folder: its `deploy/` when present, else its newest checkpoint.
+
+The model runs in a workspace of its own ("food101_inference"), so it never disturbs a training
+workspace or the notebook's.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+
+from food101.caffe2 import workspace
+from food101.caffe2.proto import caffe2_pb2
+from food101.train import checkpoint as ckpt
+
+INFERENCE_WORKSPACE = "food101_inference"
+
+
+class InferenceModel:
+    """A predict NetDef, its blobs and its preprocessing; `probabilities(batch)` runs it."""
+
+    def __init__(self, netdef, blobs, input_name, output_name, class_names, crop, mean_bgr,
+                 resize_size=None, resize_mode="crop", source=None, device="cpu"):
+        self.netdef, self.input_name, self.output_name = netdef, input_name, output_name
+        self.class_names = list(class_names) if class_names is not None else None
+        self.crop, self.mean_bgr = int(crop), tuple(float(m) for m in mean_bgr)
+        # build_lmdb stores 256 x 256 for the 227 crop; keep that ratio when nothing says more
+        self.resize_size = int(resize_size or round(self.crop * 256 / 227))
+        self.resize_mode = resize_mode or "crop"
+        self.source = source
+        self.device = torch.device(device)
+        self._blobs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in blobs.items()}
+        self._created = False
+
+    def class_name(self, index):
+        return self.class_names[index] if self.class_names else "class_%d" % index
+
+    def __repr__(self):
+        return "<InferenceModel %s: %s classes, crop %d, from %s>" % (
+            self.netdef.name, len(self.class_names) if self.class_names else "?", self.crop, self.source)
+
+    def probabilities(self, batch):
+        """Float NCHW batch (mean subtracted) -> N x C probabilities (torch, on CPU)."""
+        previous = workspace.CurrentWorkspace()
+        workspace.SwitchWorkspace(INFERENCE_WORKSPACE, create_if_missing=True)
+        try:
+            if not self._created or workspace.current().blobs.get("__owner__") is not self:
+                workspace.ResetWorkspace()
+                for name, value in self._blobs.items():
+                    workspace.FeedTensor(name, value)
+                workspace.FeedTensor("__owner__", self)
+                workspace.FeedTensor(self.input_name, batch.to(self.device))
+                workspace.CreateNet(self.netdef, overwrite=True)
+                self._created = True
+            workspace.FeedTensor(self.input_name, batch.to(self.device))
+            workspace.RunNet(self.netdef.name)
+            out = workspace.FetchTensor(self.output_name)
+            return out.detach().float().reshape(out.shape[0], -1).cpu()
+        finally:
+            workspace.SwitchWorkspace(previous)
+
+    def preprocess(self, image_paths):
+        """Image files -> float NCHW batch, exactly as the LMDB records and evaluation see them."""
+        from food101.data.augment import center_crop
+        from food101.data.decode import BadImage, load_record_image
+        chw = []
+        for path in image_paths:
+            try:
+                image, _ = load_record_image(path, self.resize_size, self.resize_mode)
+            except BadImage as e:
+                raise ValueError("%s: cannot read the image (%s)" % (path, e)) from None
+            chw.append(image)
+        return center_crop(np.stack(chw), self.crop, mean=self.mean_bgr)
+
+
+def _load_deploy(folder, device):
+    from food101.caffe2.proto import load_net
+    from food101.zoo._nets import run_in_private_workspace
+    predict = load_net(os.path.join(folder, "predict_net.pb"))
+    init = load_net(os.path.join(folder, "init_net.pb"))
+    info = {}
+    if os.path.exists(os.path.join(folder, "preprocess.json")):
+        with open(os.path.join(folder, "preprocess.json")) as f:
+            info = json.load(f)
+    labels_path = os.path.join(folder, "labels.txt")
+    names = [l.strip() for l in open(labels_path, encoding="utf-8") if l.strip()] \
+        if os.path.exists(labels_path) else None
+    blobs = run_in_private_workspace([init])
+    input_name = info.get("input") or predict.external_input[0]
+    output_name = info.get("output") or predict.external_output[-1]
+    return InferenceModel(predict, blobs, input_name, output_name, names, info.get("crop", 227),
+                          info.get("mean_bgr") or (104.0, 117.0, 123.0), info.get("resize_size"),
+                          info.get("resize", "crop"), source=folder, device=device)
+
+
+def _load_checkpoint(path, device):
+    state = ckpt.load_checkpoint(path)
+    trainer = state.get("trainer") or {}
+    if "test_net" not in trainer:
+        raise ckpt.CheckpointError("%s holds no test net (not written by food101.train)" % state["path"])
+    net = caffe2_pb2.NetDef.FromString(trainer["test_net"])
+    io = trainer["io"]
+    _strip_devices(net)
+    return InferenceModel(net, state["blobs"], io["data"], io["probs"], trainer["class_names"],
+                          io["crop_size"], io["mean"], io.get("resize_size"), io.get("resize", "crop"),
+                          source=state["path"], device=device)
+
+
+def _strip_devices(netdef):
+    """Run where the caller says: the device of the training run does not travel."""
+    netdef.ClearField("device_option")
+    for op in netdef.op:
+        op.ClearField("device_option")
+
+
+def load_model(path, device="cpu"):
+    """An InferenceModel from a deploy folder, a checkpoint (file or folder) or a run folder."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError("%s does not exist (expected a deploy folder, a .ckpt checkpoint "
+                                "or a training output folder)" % path)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "predict_net.pb")):
+            model = _load_deploy(path, device)
+        elif os.path.exists(os.path.join(path, "deploy", "predict_net.pb")):
+            model = _load_deploy(os.path.join(path, "deploy"), device)
+        else:
+            model = _load_checkpoint(path, device)
+    else:
+        model = _load_checkpoint(path, device)
+    if device != "cpu" and torch.device(device).type == "cuda":
+        from food101.caffe2 import core
+        opt = core.DeviceOption(caffe2_pb2.CUDA, torch.device(device).index or 0)
+        model.netdef.device_option.CopyFrom(opt)
+    return model
+
+
+def predict(model, image_paths, top_k=5, batch_size=32):
+    """[(path, [(class name, probability), ...top_k])] for each image."""
+    if not isinstance(model, InferenceModel):
+        model = load_model(model)
+    results = []
+    for start in range(0, len(image_paths), batch_size):
+        chunk = list(image_paths[start:start + batch_size])
+        probs = model.probabilities(model.preprocess(chunk))
+        k = min(top_k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist()):
+            results.append((path, [(model.class_name(i), v) for i, v in zip(idxs, vals)]))
+    return results
+
+
+def format_predictions(results):
+    lines = []
+    for path, top in results:
+        lines.append(path)
+        for rank, (name, p) in enumerate(top, 1):
+            lines.append("  %d. %-28s %6.2f%%" % (rank, name, 100.0 * p))
+    return lines
