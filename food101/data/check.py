@@ -6,16 +6,22 @@ Every record is decoded and checked:
 - labels: none negative, none at or above the number of classes (from the metadata or given);
 - duplicates: two keys naming the same source image, or byte-identical images;
 - per-class counts (compared with the builder's metadata when there is one);
+- values: NaN or Inf in a float image (one such record turns a training loss into NaN);
 - constant images (every pixel equal: typical of a failed decode padded with grey) and, as
   warnings, nearly black or white ones.
 
 `check_lmdb` returns a `CheckReport`; problems make `ok` False (tools/check_lmdb.py exits 1),
-warnings only with `strict`.
+warnings only with `strict`. The printed verdict and `ok` are the same decision.
+A damaged data file (truncated, corrupted pages) raises `lmdb_file.DatabaseError`.
 """
 import collections
 import hashlib
+import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from food101.data import lmdb_file
 from food101.data.reader import open_env, release_env
 from food101.data.records import RecordDecoder, RecordError, key_source
 from food101.data.writer import read_metadata
@@ -31,10 +37,13 @@ class CheckReport:
     classes: list = None
     problems: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    notes: list = field(default_factory=list)        # what could not be checked, and why
+    strict: bool = False                             # warnings fail the check too
+    nonfinite_records: int = 0
 
     @property
     def ok(self):
-        return not self.problems
+        return not self.problems and not (self.strict and self.warnings)
 
     def format(self, limit=20):
         lines = ["%s: %d records" % (self.path, self.num_records)]
@@ -54,7 +63,14 @@ class CheckReport:
                 lines.extend("  " + p for p in items[:limit])
                 if len(items) > limit:
                     lines.append("  ... and %d more" % (len(items) - limit))
-        lines.append("OK" if self.ok else "FAILED: %d problem(s)" % len(self.problems))
+        lines.extend("  note: " + n for n in self.notes)
+        if self.ok:
+            lines.append("OK" + (" (%d warning(s))" % len(self.warnings) if self.warnings else ""))
+        elif self.problems:
+            lines.append("FAILED: %d problem(s)%s" % (len(self.problems), ", %d warning(s)" % len(
+                self.warnings) if self.warnings else ""))
+        else:
+            lines.append("FAILED (--strict): %d warning(s)" % len(self.warnings))
         return "\n".join(lines)
 
     def _name(self, label):
@@ -69,9 +85,9 @@ def _describe(key):
     return "%s (from %s)" % (text, source) if source else text
 
 
-def check_lmdb(path, *, num_classes=None, dark=8.0, bright=247.0, progress=False):
+def check_lmdb(path, *, num_classes=None, dark=8.0, bright=247.0, progress=False, strict=False):
     """Scan every record of the LMDB at `path`; see the module docstring."""
-    report = CheckReport(path=path)
+    report = CheckReport(path=path, strict=strict)
     meta = read_metadata(path)
     if meta:
         report.classes = meta.get("classes")
@@ -81,14 +97,16 @@ def check_lmdb(path, *, num_classes=None, dark=8.0, bright=247.0, progress=False
     sources = {}
     digests = {}
     env = open_env(path)
+    file_size = os.path.getsize(lmdb_file.data_file(path))
     try:
-        total = env.stat()["entries"]
         from tqdm import tqdm
-        with env.begin(buffers=True) as txn, tqdm(total=total, unit="rec", disable=not progress) as bar:
+        with lmdb_file.errors_named(path), env.begin(buffers=True) as txn, \
+                tqdm(total=env.stat()["entries"], unit="rec", disable=not progress) as bar:
             for key, buf in txn.cursor():
                 key = bytes(key)
                 bar.update(1)
                 report.num_records += 1
+                lmdb_file.check_value_size(path, key, buf, file_size)
                 try:
                     image, label = decoder.decode(key, buf)
                 except RecordError as e:
@@ -96,6 +114,15 @@ def check_lmdb(path, *, num_classes=None, dark=8.0, bright=247.0, progress=False
                     continue
                 report.shapes[(str(image.dtype), tuple(image.shape))] += 1
                 report.label_counts[label] += 1
+                if image.dtype.kind == "f":
+                    finite = np.isfinite(image)
+                    if not finite.all():
+                        report.nonfinite_records += 1
+                        bad = int(finite.size - finite.sum())
+                        nan = int(np.isnan(image).sum())
+                        report.problems.append("%d non-finite values (%d NaN, %d Inf) in %s" % (
+                            bad, nan, bad - nan, _describe(key)))
+                        continue
                 if label < 0 or (num_classes and label >= num_classes):
                     report.problems.append("label %d out of range [0, %s) in %s" % (
                         label, num_classes or "?", _describe(key)))
@@ -125,6 +152,9 @@ def check_lmdb(path, *, num_classes=None, dark=8.0, bright=247.0, progress=False
     if len(report.shapes) > 1:
         report.problems.append("images of %d different shapes/dtypes: %s" % (
             len(report.shapes), ", ".join("%s %s x%d" % (d, list(s), n) for (d, s), n in report.shapes.items())))
+    if not num_classes and report.label_counts:
+        report.notes.append("labels not checked against a class count (no builder metadata): "
+                            "pass --num-classes N")
     if num_classes:
         empty = [i for i in range(num_classes) if not report.label_counts.get(i)]
         if empty:

@@ -54,11 +54,10 @@ def check_main(args):
     from food101.data.check import check_lmdb
     from food101.data.records import RecordError
     try:
-        report = check_lmdb(args.lmdb, num_classes=args.num_classes, progress=not args.no_progress)
-    except (FileNotFoundError, RecordError) as e:
+        report = check_lmdb(args.lmdb, num_classes=args.num_classes, progress=not args.no_progress,
+                            strict=args.strict)
+    except (FileNotFoundError, RecordError) as e:   # lmdb_file.DatabaseError is a RecordError
         print("error: %s" % e, file=sys.stderr)
         return 2
     print(report.format(limit=args.limit))
-    if not report.ok or (args.strict and report.warnings):
-        return 1
-    return 0
+    return 0 if report.ok else 1

@@ -44,6 +44,7 @@ import threading
 import lmdb
 import numpy as np
 
+from food101.data import lmdb_file
 from food101.data.buffers import HostBuffers
 from food101.data.records import RecordDecoder, RecordError, key_source
 from food101.data.writer import read_metadata
@@ -55,16 +56,17 @@ _ENVS_LOCK = threading.Lock()
 
 def open_env(path):
     """A read-only LMDB environment for `path`, shared by every reader of it in this process
-    (LMDB forbids opening one environment twice in a process). Release with `release_env`."""
+    (LMDB forbids opening one environment twice in a process). Release with `release_env`.
+    The data file is checked first (lmdb_file.validate): a truncated file would otherwise kill
+    the process with SIGBUS on the first read past its end."""
     real = os.path.realpath(path)
     with _ENVS_LOCK:
         entry = _ENVS.get(real)
         if entry is None:
-            try:
+            lmdb_file.validate(path)
+            with lmdb_file.errors_named(path):
                 env = lmdb.open(real, subdir=os.path.isdir(real), readonly=True, lock=False,
                                 readahead=False, meminit=False, max_readers=512)
-            except lmdb.Error as e:
-                raise RecordError("%s: cannot open as LMDB (%s)" % (path, e)) from None
             entry = _ENVS[real] = [env, 0]
         entry[1] += 1
         return entry[0]
@@ -92,7 +94,7 @@ class LMDBReader:
     def __init__(self, path, batch_size=32, *, shuffle=False, seed=0, rank=0, world_size=1,
                  drop_last=False, prefetch=4, num_threads=1, pin_memory=False, transform=None):
         if not os.path.exists(path):
-            raise FileNotFoundError("LMDB %s does not exist" % path)
+            raise lmdb_file.MissingDatabaseError("LMDB %s does not exist" % path)
         if not 0 <= rank < world_size:
             raise ValueError("rank %d is not in [0, world_size=%d)" % (rank, world_size))
         if batch_size < 1:
@@ -111,8 +113,9 @@ class LMDBReader:
         self._plan = self._plan_kind = None
         self._decoder = RecordDecoder(self.path)
         self.env = open_env(self.path)
+        self._file_size = os.path.getsize(lmdb_file.data_file(self.path))
         try:
-            with self.env.begin() as txn:
+            with lmdb_file.errors_named(self.path), self.env.begin() as txn:
                 self.keys = list(txn.cursor().iternext(keys=True, values=False))
             if not self.keys:
                 raise RecordError("%s: the LMDB holds no records" % self.path)
@@ -174,16 +177,20 @@ class LMDBReader:
     def read(self, index):
         """Record `index` (in key order) -> (image ndarray, label int), a copy."""
         key = self.keys[index]
-        with self.env.begin(buffers=True) as txn:
+        with lmdb_file.errors_named(self.path), self.env.begin(buffers=True) as txn:
             buf = txn.get(key)
+            if buf is None:
+                self._decoder.fail(key, "key vanished from the database")
+            lmdb_file.check_value_size(self.path, key, buf, self._file_size)
             image, label = self._decoder.decode(key, buf)
             return np.array(image), label
 
     def iter_records(self):
         """(key bytes, image copy, label) for every record, in key order (a cursor walk)."""
-        with self.env.begin(buffers=True) as txn:
+        with lmdb_file.errors_named(self.path), self.env.begin(buffers=True) as txn:
             for key, buf in txn.cursor():
                 key = bytes(key)
+                lmdb_file.check_value_size(self.path, key, buf, self._file_size)
                 image, label = self._decoder.decode(key, buf)
                 yield key, np.array(image), label
 
@@ -197,7 +204,7 @@ class LMDBReader:
         """Read the records at `indices` into one new (N, C, H, W) array: one copy per image."""
         images = self._empty((len(indices),) + self.image_shape, self.image_dtype)
         labels = np.empty(len(indices), np.int32)
-        with self.env.begin(buffers=True) as txn:
+        with lmdb_file.errors_named(self.path), self.env.begin(buffers=True) as txn:
             for j, (key, image, label) in enumerate(self._decoded(txn, indices)):
                 if image.shape != self.image_shape or image.dtype != self.image_dtype:
                     self._decoder.fail(key, "image is %s %s but the first record is %s %s; one batch "
@@ -215,6 +222,7 @@ class LMDBReader:
             buf = txn.get(key)
             if buf is None:
                 self._decoder.fail(key, "key vanished from the database")
+            lmdb_file.check_value_size(self.path, key, buf, self._file_size)
             image, label = decode(key, buf)
             yield key, image, label
 
@@ -269,7 +277,7 @@ class LMDBReader:
     def _transform_records(self, indices, generator):
         """Hand the transform views into the database instead of a copied uint8 batch."""
         views, labels = [], np.empty(len(indices), np.int32)
-        with self.env.begin(buffers=True) as txn:
+        with lmdb_file.errors_named(self.path), self.env.begin(buffers=True) as txn:
             for j, (_key, image, label) in enumerate(self._decoded(txn, indices)):
                 labels[j] = label
                 if image.shape != self.image_shape or image.dtype != np.uint8:

@@ -8,9 +8,18 @@
 loop's periodic evaluation, `evaluate_model` (tools/evaluate.py) and the tests share, so every
 number is computed one way. Results are a plain dict (JSON-ready):
 
-    {"images", "top1", "top5", "loss", "per_class": {name: accuracy or None}, "confusion": [[...]]}
+    {"images", "top1", "top5", "loss", "per_class": {name: accuracy or None}, "confusion": [[...]],
+     "ties", "uniform", "never_predicted", "findings": [text]}
 
 `confusion[i][j]` counts images of true class i predicted as j.
+
+Ties never score. argmax picks the first of equal maxima, so a classifier whose outputs are
+uniform (a dead ReLU before the pooling: every class scores 1/C) would "predict" class 0 for
+every image and be right on all of class 0. Here a tie is broken against the label: the label
+counts as top-k only if fewer than k other classes score at least as high as it, and the
+confusion matrix records the best other class. `ties` counts the images plain argmax would have
+credited through a tie; `uniform` the images whose scores are all equal. Both, and classes that
+are never predicted, are findings of the evaluation.
 """
 import json
 import math
@@ -29,6 +38,8 @@ class ClassificationMetrics:
         self.topk_hits = 0
         self.count = 0
         self.loss_sum = 0.0
+        self.ties = 0           # images argmax would have scored as right through a tie
+        self.uniform = 0        # images whose class scores are all equal
 
     def add(self, probabilities, labels):
         """probabilities: N x C (or N x C x 1 x 1) tensor/array; labels: N ints."""
@@ -40,11 +51,16 @@ class ClassificationMetrics:
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError("labels must be in [0, %d), got %d..%d"
                              % (self.num_classes, int(labels.min()), int(labels.max())))
-        predicted = probs.argmax(dim=1)
+        label_score = probs.gather(1, labels[:, None])
+        others = probs.scatter(1, labels[:, None], float("-inf"))   # every class but the label
+        rivals = (others >= label_score).sum(dim=1)                  # ties count against it
+        best_other = others.argmax(dim=1)
+        predicted = torch.where(rivals == 0, labels, best_other)
         np.add.at(self.confusion, (labels.numpy(), predicted.numpy()), 1)
-        topk = probs.topk(self.top_k, dim=1).indices
-        self.topk_hits += int((topk == labels[:, None]).any(dim=1).sum())
-        picked = probs.gather(1, labels[:, None]).clamp_min(1e-20)
+        self.topk_hits += int((rivals < self.top_k).sum())
+        self.ties += int(((probs.argmax(dim=1) == labels) & (rivals > 0)).sum())
+        self.uniform += int((probs.amax(dim=1) == probs.amin(dim=1)).sum())
+        picked = label_score.clamp_min(1e-20)
         self.loss_sum += float(-picked.log().sum())  # cross entropy, as LabelCrossEntropy
         self.count += len(labels)
 
@@ -56,6 +72,7 @@ class ClassificationMetrics:
         per_class = {name: (float(c) / t if t else None)
                      for name, c, t in zip(names, correct, per_class_total)}
         present = [v for v in per_class.values() if v is not None]
+        never = [name for name, n in zip(names, self.confusion.sum(axis=0)) if n == 0]
         return {
             "images": int(self.count),
             "top1": float(correct.sum()) / total,
@@ -64,7 +81,28 @@ class ClassificationMetrics:
             "mean_class_accuracy": float(np.mean(present)) if present else math.nan,
             "per_class": per_class,
             "confusion": self.confusion.tolist(),
+            "ties": int(self.ties),
+            "uniform": int(self.uniform),
+            "never_predicted": never,
+            "findings": self.findings(never),
         }
+
+    def findings(self, never_predicted):
+        """What the figures hide: uniform outputs, argmax ties, classes never predicted."""
+        out = []
+        if self.uniform:
+            out.append("%d of %d images got the same score for every class (uniform outputs: the "
+                       "classifier's outputs are dead, e.g. a ReLU before the global pooling that "
+                       "outputs 0 for every class); they count as wrong"
+                       % (self.uniform, self.count))
+        if self.ties:
+            out.append("%d image(s) had their label tied with another class for the top score: "
+                       "counted as wrong (plain argmax would have called them right)" % self.ties)
+        if never_predicted and self.count:
+            out.append("%d class(es) never predicted: %s" % (
+                len(never_predicted), ", ".join(never_predicted[:10])
+                + (" ..." if len(never_predicted) > 10 else "")))
+        return out
 
 
 def summary_lines(results, top_worst=5):
@@ -78,6 +116,7 @@ def summary_lines(results, top_worst=5):
     if scored:
         lines.append("worst classes: " + ", ".join("%s %.2f" % (k, v) for v, k in scored[:top_worst]))
         lines.append("best classes: " + ", ".join("%s %.2f" % (k, v) for v, k in scored[::-1][:top_worst]))
+    lines.extend("finding: " + f for f in results.get("findings", []))
     return lines
 
 

@@ -65,6 +65,7 @@ def eval_log_lines(iteration, results, names=("top1", "top5", "loss")):
     lines = ["Iteration %d, Testing net (#0)" % iteration]
     for k, name in enumerate(n for n in names if n in results):
         lines.append("    Test net output #%d: %s = %s" % (k, name, _fmt(results[name])))
+    lines.extend("    Finding: %s" % f for f in results.get("findings", ()))
     return lines
 
 
