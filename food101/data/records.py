@@ -242,6 +242,21 @@ def _key_text(key):
     return key
 
 
+def key_text(key):
+    """An LMDB key (bytes) as text for reports, logs and JSON: UTF-8 when it is, with every other
+    byte and every control character escaped (\\xNN), so the text names exactly one key.
+    Text keys are returned as they are; None stays None."""
+    if key is None or isinstance(key, str):
+        return key
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        text = bytes(key).decode("utf-8", "backslashreplace")
+        if any(not c.isprintable() for c in text):
+            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                           for c in text)
+        return text
+    return str(key)
+
+
 def key_source(key):
     """The source image id stored in a builder key ("00000012_pizza/123" -> "pizza/123")."""
     text = _key_text(key)

@@ -42,6 +42,7 @@ import torch
 from food101.caffe2.executor import PreparedNet
 from food101.caffe2.ops.registry import lookup, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
+from food101.data.records import key_text
 from food101.diagnostics import netinfo
 
 log = logging.getLogger("food101.diagnostics")
@@ -201,12 +202,13 @@ def _loss_blobs(netdef):
 
 def suspect_samples(data, keys=None, per_sample_loss=None, extreme_factor=50.0, loss_factor=5.0):
     """Samples of a batch that look guilty: non-finite pixels, values far beyond the batch's
-    typical magnitude, a non-finite or outsized per-sample loss. [{index, key, reasons}]."""
+    typical magnitude, a non-finite or outsized per-sample loss. [{index, key, reasons}]; the
+    key is text (LMDB keys are bytes: see food101.data.records.key_text)."""
     out = {}
 
     def add(i, reason):
-        entry = out.setdefault(i, {"index": i, "key": keys[i] if keys is not None and i < len(keys)
-                                   else None, "reasons": []})
+        entry = out.setdefault(i, {"index": i, "key": key_text(keys[i]) if keys is not None
+                                   and i < len(keys) else None, "reasons": []})
         entry["reasons"].append(reason)
 
     if isinstance(data, torch.Tensor) or data is not None:
@@ -262,25 +264,39 @@ class DivergenceReport:
     resume_iteration: Optional[int] = None
     lr_scaled_by: Optional[float] = None
     replay_error: Optional[str] = None
+    stopped_by: Optional[str] = None       # why a recovering policy stopped after all
     report_path: Optional[str] = None
     reproducer_path: Optional[str] = None
 
     @property
     def suspect_keys(self):
-        return [s["key"] for s in self.suspects if s.get("key") is not None]
+        return [key_text(s["key"]) for s in self.suspects if s.get("key") is not None]
 
     def to_dict(self):
+        """JSON-ready: keys as text, non-finite floats as strings."""
         d = asdict(self)
+        d["keys"] = [key_text(k) for k in d["keys"]]
+        for s in d["suspects"]:
+            s["key"] = key_text(s.get("key"))
         for k in ("loss", "running_average"):
             if isinstance(d[k], float) and not math.isfinite(d[k]):
                 d[k] = str(d[k])
         return d
 
     def save(self, path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        """Write the report as JSON, atomically: a reader sees the whole report or none."""
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
         self.report_path = path
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
+        text = json.dumps(self.to_dict(), indent=1, default=_json_fallback)
+        tmp = os.path.join(folder, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return path
 
     def __str__(self):
@@ -294,13 +310,14 @@ class DivergenceReport:
                                                       self.loss / self.running_average,
                                                       self.running_average, self.spike_factor))
         if self.keys:
-            shown = ", ".join(map(str, self.keys[:16])) + (" ..." if len(self.keys) > 16 else "")
+            shown = ", ".join(key_text(k) for k in self.keys[:16]) + (" ..." if len(self.keys) > 16
+                                                                      else "")
             lines.append("Batch LMDB keys: %s" % shown)
         if self.suspects:
             lines.append("Suspect records:")
             for s in self.suspects[:8]:
                 lines.append("  %s (batch index %d): %s" % (
-                    s["key"] if s.get("key") is not None else "<no key>", s["index"],
+                    key_text(s["key"]) if s.get("key") is not None else "<no key>", s["index"],
                     "; ".join(s["reasons"])))
         if self.first_nonfinite:
             parts = []
@@ -451,7 +468,8 @@ class DivergenceGuard:
         self._start = StateSnapshot(it, ws.blobs, self.state_names, clone=self._clone,
                                     rng=ws.rng_state())
         self._batch = (data, list(keys) if keys is not None else None)
-        if keys is not None and self.quarantined_keys.intersection(map(str, keys)):
+        # quarantined_keys holds text (key_text): the batch's bytes keys are compared as text
+        if keys is not None and self.quarantined_keys.intersection(map(key_text, keys)):
             return "skip"
         return "continue"
 
@@ -517,7 +535,7 @@ class DivergenceGuard:
             data = ws.blobs.get(first_input)
         report = DivergenceReport(
             iteration=it, reason=reason, loss=loss, running_average=average,
-            spike_factor=self.spike_factor, policy=self.policy, keys=list(map(str, keys or [])),
+            spike_factor=self.spike_factor, policy=self.policy, keys=[key_text(k) for k in keys or []],
             suspects=suspect_samples(data, keys, per_sample),
             first_nonfinite=[{k: v for k, v in f.items()} for f in replay["first_nonfinite"]],
             origin=replay["origin"], learning_rates=_current_lrs(self.net, ws.blobs),
@@ -542,7 +560,7 @@ class DivergenceGuard:
         torch.save({"format": REPRODUCER_FORMAT, "iteration": int(it),
                     "netdef": self.net.SerializeToString(), "blobs": blobs, "devices": devices,
                     "rng": self._start.rng if self._start else None,
-                    "keys": list(map(str, keys or [])), "loss": loss}, path)
+                    "keys": [key_text(k) for k in keys or []], "loss": loss}, path)
         return path
 
     def _write(self, report):
@@ -555,16 +573,14 @@ class DivergenceGuard:
         self.quarantined_keys.update(report.suspect_keys)
         if self.policy == "report":
             return "continue"
-        if self.policy == "stop":  # keep the state the bad iteration started from, to save
-            if self._start is not None:
-                self._start.restore(ws.blobs, ws)
-                report.resume_iteration = self.resume_iteration = report.iteration - 1
-            return "stop"
+        if self.policy == "stop":
+            return self._stop(report, ws)
         self.recoveries += 1
         if self.recoveries > self.max_recoveries:
             log.error("divergence guard: %d recoveries already (max_recoveries=%d); stopping",
                       self.recoveries - 1, self.max_recoveries)
-            return "stop"
+            report.stopped_by = "max_recoveries (%d) exceeded" % self.max_recoveries
+            return self._stop(report, ws)
         if self.policy == "skip":
             self._start.restore(ws.blobs, ws)
             report.resume_iteration = self.resume_iteration = report.iteration - 1
@@ -582,6 +598,28 @@ class DivergenceGuard:
         report.lr_scaled_by = self.lr_scale
         self._pending_good = None
         return "rollback"
+
+
+    def _stop(self, report, ws):
+        """Keep the state the bad iteration started from (the trainer saves it): "stop" always
+        comes with resume_iteration, the last iteration whose result the workspace holds."""
+        if self._start is not None:
+            self._start.restore(ws.blobs, ws)
+        report.resume_iteration = self.resume_iteration = report.iteration - 1
+        return "stop"
+
+
+def _json_fallback(value):
+    """What json cannot write by itself: bytes keys as text, numbers and tensors as numbers."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return key_text(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if hasattr(value, "item") and callable(value.item):       # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
 
 
 def _set_base_lr(op, value):

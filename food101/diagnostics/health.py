@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from food101.data.records import key_text
 from food101.diagnostics import netinfo
 from food101.diagnostics.findings import ERROR, INFO, WARNING, Finding, Where, where_op
 
@@ -510,7 +511,7 @@ class HealthMonitor:
             "label column of the LMDB (tools/check_lmdb.py), the class list and model.num_classes "
             "(Caffe: num_output of the last InnerProduct/Convolution)."
             % (self.num_classes, lo, hi, len(bad), lab.numel(),
-               "; keys " + ", ".join(map(str, bad_keys)) if bad_keys else "",
+               "; keys " + ", ".join(key_text(k) for k in bad_keys) if bad_keys else "",
                self.num_classes, self.num_classes - 1), Where(blob=self._label_blob))]
 
     def after_iteration(self, it, loss, workspace):

@@ -16,10 +16,13 @@ number is computed one way. Results are a plain dict (JSON-ready):
 Ties never score. argmax picks the first of equal maxima, so a classifier whose outputs are
 uniform (a dead ReLU before the pooling: every class scores 1/C) would "predict" class 0 for
 every image and be right on all of class 0. Here a tie is broken against the label: the label
-counts as top-k only if fewer than k other classes score at least as high as it, and the
-confusion matrix records the best other class. `ties` counts the images plain argmax would have
-credited through a tie; `uniform` the images whose scores are all equal. Both, and classes that
-are never predicted, are findings of the evaluation.
+counts as top-k only if fewer than k other classes score at least as high as it, less
+TIE_TOLERANCE x chance (1/C): scores that close are the same answer, e.g. 0.1711 vs 0.1707 from
+dead class units that only carry their biases. The confusion matrix records the best other
+class. `ties` counts the images plain argmax would have credited through a tie; `uniform` the
+images whose scores are all equal (within the same tolerance); `constant` the images whose score
+vector is identical to that of an image of another class (the output did not depend on the
+image). These, and classes that are never predicted, are findings of the evaluation.
 """
 import json
 import math
@@ -28,6 +31,10 @@ import sys
 
 import numpy as np
 import torch
+
+TIE_TOLERANCE = 0.01        # fraction of the chance probability 1/C below which scores tie
+_MAX_DISTINCT_OUTPUTS = 200000
+
 
 
 class ClassificationMetrics:
@@ -40,6 +47,8 @@ class ClassificationMetrics:
         self.loss_sum = 0.0
         self.ties = 0           # images argmax would have scored as right through a tie
         self.uniform = 0        # images whose class scores are all equal
+        self.tolerance = TIE_TOLERANCE / self.num_classes
+        self._outputs = {}      # score vector bytes -> [labels seen, images]
 
     def add(self, probabilities, labels):
         """probabilities: N x C (or N x C x 1 x 1) tensor/array; labels: N ints."""
@@ -53,13 +62,19 @@ class ClassificationMetrics:
                              % (self.num_classes, int(labels.min()), int(labels.max())))
         label_score = probs.gather(1, labels[:, None])
         others = probs.scatter(1, labels[:, None], float("-inf"))   # every class but the label
-        rivals = (others >= label_score).sum(dim=1)                  # ties count against it
+        rivals = (others >= label_score - self.tolerance).sum(dim=1)  # ties count against it
         best_other = others.argmax(dim=1)
         predicted = torch.where(rivals == 0, labels, best_other)
         np.add.at(self.confusion, (labels.numpy(), predicted.numpy()), 1)
         self.topk_hits += int((rivals < self.top_k).sum())
         self.ties += int(((probs.argmax(dim=1) == labels) & (rivals > 0)).sum())
-        self.uniform += int((probs.amax(dim=1) == probs.amin(dim=1)).sum())
+        self.uniform += int((probs.amax(dim=1) - probs.amin(dim=1) <= self.tolerance).sum())
+        if len(self._outputs) < _MAX_DISTINCT_OUTPUTS:
+            rows = probs.numpy()
+            for row, label in zip(rows, labels.tolist()):
+                entry = self._outputs.setdefault(row.tobytes(), [set(), 0])
+                entry[0].add(label)
+                entry[1] += 1
         picked = label_score.clamp_min(1e-20)
         self.loss_sum += float(-picked.log().sum())  # cross entropy, as LabelCrossEntropy
         self.count += len(labels)
@@ -83,13 +98,23 @@ class ClassificationMetrics:
             "confusion": self.confusion.tolist(),
             "ties": int(self.ties),
             "uniform": int(self.uniform),
+            "constant": self.constant_outputs(),
             "never_predicted": never,
             "findings": self.findings(never),
         }
 
+    def constant_outputs(self):
+        """Images whose score vector is bit-identical to that of an image of another class."""
+        return int(sum(n for labels, n in self._outputs.values() if len(labels) > 1))
+
     def findings(self, never_predicted):
         """What the figures hide: uniform outputs, argmax ties, classes never predicted."""
         out = []
+        constant = self.constant_outputs()
+        if constant:
+            out.append("%d of %d images got exactly the same scores as images of other classes: "
+                       "for them the output does not depend on the image (dead units: the class "
+                       "scores are only the biases)" % (constant, self.count))
         if self.uniform:
             out.append("%d of %d images got the same score for every class (uniform outputs: the "
                        "classifier's outputs are dead, e.g. a ReLU before the global pooling that "

@@ -74,8 +74,10 @@ class ModelConfig:
                                   "(\"fire9\" = fire9 + classifier; \"conv1\" = everything); give "
                                   "freeze_up_to or unfreeze_from, not both")
     weight_init: str = _key("gaussian", "initialisation of the new classifier's weights: gaussian "
-                                        "(std 0.01, SqueezeNet's own conv10 filler) | msra | xavier; "
-                                        "bias 0")
+                                        "(std 0.01, SqueezeNet's own conv10 filler) | msra | xavier")
+    bias_init: float = _key(0.0, "initial value of the new classifier's bias; a small positive "
+                                 "value keeps SqueezeNet's ReLU after conv10 from starting dead "
+                                 "for some classes on features that do not suit them yet")
     new_lr_mult: float = _key(1.0, "learning-rate multiplier of the new classifier's parameters "
                                    "(Caffe's lr_mult; > 0)")
     backbone_lr_mult: float = _key(1.0, "learning-rate multiplier of the zoo layers that are trained "

@@ -732,7 +732,7 @@ def build_training_nets(cfg, class_names, device_option):
     model_cfg, solver = cfg.model, cfg.solver
     zoo_model, zoo_note = load_zoo_model(model_cfg)
     food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
-                                  weight_init=model_cfg.weight_init)
+                                  weight_init=model_cfg.weight_init, bias_init=model_cfg.bias_init)
     choice = dict(freeze_up_to=model_cfg.freeze_up_to or None,
                   unfreeze_from=model_cfg.unfreeze_from or None)
     optimizer.reset_optimizer_instance_count()  # stable blob names: checkpoints resume anywhere
