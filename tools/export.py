@@ -24,7 +24,8 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="Model Zoo folder (default: models/squeezenet, else the stand-in)")
     p.add_argument("--checkpoint", help="training checkpoint file or folder holding the trained blobs")
-    p.add_argument("--num-classes", type=int, default=101, help="classes of the checkpoint's model")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the checkpoint's model (default: the checkpoint's class list)")
     p.add_argument("--labels", help="class names file, one per line (default: Food-101's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", nargs="+", choices=["caffe2", "onnx"], default=["caffe2", "onnx"])

@@ -21,6 +21,7 @@ import torch
 
 from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.proto.serialization import new_file_mode
 from food101.zoo import _nets
 from food101.zoo.model import LABELS, ZooModel, load, write_labels, write_value_info
 
@@ -111,9 +112,18 @@ def _inference_net(predict_net):
 
 
 # ---------------------------------------------------------------------- Caffe2
-def to_caffe2(model, dest, weights=None, class_names=None, mean_bgr=DEFAULT_MEAN_BGR, crop=None):
-    """Write a deployable Model Zoo folder; returns the ZooModel loaded back from it."""
+def to_caffe2(model, dest, weights=None, class_names=None, mean_bgr=DEFAULT_MEAN_BGR, crop=None,
+              preprocess=None):
+    """Write a deployable Model Zoo folder; returns the ZooModel loaded back from it.
+
+    crop: the input size the model was trained at; value_info.json gets it (the zoo's 227
+    otherwise). preprocess: a source deploy folder's preprocess.json (dict), carried over
+    unchanged (crop, mean, resize) so a re-export keeps the preprocessing that goes with the
+    weights."""
     deployed, _ = deploy_model(model, weights)
+    if preprocess:
+        crop = preprocess.get("crop", crop)
+        mean_bgr = preprocess.get("mean_bgr", mean_bgr)
     if isinstance(class_names, (str, os.PathLike)):
         from food101.zoo.model import read_labels
         class_names = read_labels(class_names)
@@ -124,29 +134,52 @@ def to_caffe2(model, dest, weights=None, class_names=None, mean_bgr=DEFAULT_MEAN
     from food101.caffe2.proto import save_net
     save_net(deployed.init_net, os.path.join(dest, "init_net.pb"))
     save_net(deployed.predict_net, os.path.join(dest, "predict_net.pb"))
-    write_value_info(os.path.join(dest, "value_info.json"), deployed.input_name,
-                     deployed.input_shape, deployed.input_dtype)
+    shape = list(deployed.input_shape)
+    if crop:
+        shape[-2:] = [int(crop), int(crop)]
+    write_value_info(os.path.join(dest, "value_info.json"), deployed.input_name, shape,
+                     deployed.input_dtype)
     if names:
         write_labels(os.path.join(dest, LABELS), names)
+    info = {"input": deployed.input_name, "layout": "NCHW", "color": "BGR", "dtype": "float32",
+            "mean_bgr": [float(m) for m in mean_bgr] if mean_bgr is not None else None,
+            "crop": int(crop or deployed.input_shape[-1]), "output": deployed.output_name,
+            "note": "feed float images with the mean already subtracted; output is N x C x 1 x 1"}
+    info.update(preprocess or {})
     with open(os.path.join(dest, "preprocess.json"), "w") as fh:
-        json.dump({"input": deployed.input_name, "layout": "NCHW", "color": "BGR", "dtype": "float32",
-                   "mean_bgr": [float(m) for m in mean_bgr] if mean_bgr is not None else None,
-                   "crop": int(crop or deployed.input_shape[-1]), "output": deployed.output_name,
-                   "note": "feed float images with the mean already subtracted; output is N x C x 1 x 1"},
-                  fh, indent=1)
+        json.dump(info, fh, indent=1)
         fh.write("\n")
     return load(dest)
 
 
+def read_preprocess(folder):
+    """A deploy folder's preprocess.json as a dict, or None when it has none."""
+    path = os.path.join(folder, "preprocess.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise ExportError("%s: not readable as JSON (%s)" % (path, e)) from None
+    if not isinstance(info, dict):
+        raise ExportError("%s: expected a JSON object, got %s" % (path, type(info).__name__))
+    return info
+
+
 # ---------------------------------------------------------------------- ONNX
-def to_onnx(model, path, weights=None, input_shape=None, opset=None, dynamic_batch=True, check=True):
+def to_onnx(model, path, weights=None, input_shape=None, opset=None, dynamic_batch=True, check=True,
+            dynamic_size=True):
     """Write an ONNX model of the deploy net; returns the onnx.ModelProto (checked).
 
     opset: >= 13. The default is 13, or 15 when the net has SpatialBN: BatchNormalization before
     opset 14 carries a training-era `momentum` attribute that some consumers (onnx's own
     reference evaluator among them) misread as training mode; opset 14 made it explicit.
-    input_shape: the shape written into the graph (default value_info's); with dynamic_batch the
-    batch dimension is the symbol "N"."""
+    input_shape: the shape written into the graph (default value_info's: a deploy folder's
+    value_info.json holds the crop it was trained at); with dynamic_batch the batch dimension is
+    the symbol "N". dynamic_size: height and width become the symbols "H" and "W" when the graph
+    allows it, i.e. it converts to the very same ONNX nodes at a second, larger input size (a
+    fixed-size FC or a pooling whose ONNX form depends on the size keeps them fixed)."""
     import onnx
     deployed = _Deploy(model, weights)
     if opset is None:
@@ -156,6 +189,8 @@ def to_onnx(model, path, weights=None, input_shape=None, opset=None, dynamic_bat
                           "are written for opset 13 and later)" % opset)
     shape = tuple(input_shape or deployed.input_shape)
     proto = _OnnxWriter(deployed, shape, opset, dynamic_batch).run()
+    if dynamic_size and len(shape) == 4:
+        _make_size_dynamic(proto, deployed, shape, opset, dynamic_batch)
     if check:
         onnx.checker.check_model(proto, full_check=True)
     folder = os.path.dirname(os.path.abspath(path))
@@ -164,11 +199,31 @@ def to_onnx(model, path, weights=None, input_shape=None, opset=None, dynamic_bat
     os.close(fd)
     try:
         onnx.save(proto, tmp)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return proto
+
+
+def _make_size_dynamic(proto, deployed, shape, opset, dynamic_batch):
+    larger = tuple(shape[:2]) + (shape[2] + 32, shape[3] + 32)
+    try:
+        other = _OnnxWriter(deployed, larger, opset, dynamic_batch).run()
+    except Caffe2Error:
+        return False     # the net does not run, or converts differently, at another size
+    if [n.SerializeToString() for n in other.graph.node] != \
+            [n.SerializeToString() for n in proto.graph.node]:
+        return False
+    for values, again in ((proto.graph.input, other.graph.input),
+                          (proto.graph.output, other.graph.output)):
+        for value, value2 in zip(values, again):
+            dims, dims2 = value.type.tensor_type.shape.dim, value2.type.tensor_type.shape.dim
+            for axis, symbol in ((2, "H"), (3, "W")):
+                if len(dims) > axis and dims[axis].dim_value != dims2[axis].dim_value:
+                    dims[axis].dim_param = symbol     # setting the oneof clears dim_value
+    return True
 
 
 def verify_onnx(onnx_model, model, weights=None, inputs=None, tol=1e-4, seed=0):
@@ -511,28 +566,43 @@ def _onnx_pool_shape(in_shape, geometry, ceil_mode):
 
 # ---------------------------------------------------------------------- one call for tools/export.py
 def export_model(out_dir, formats=("caffe2", "onnx"), model_dir=None, checkpoint=None,
-                 num_classes=101, class_names=None, opset=None, verify=False):
+                 num_classes=None, class_names=None, opset=None, verify=False):
     """Export a zoo-format model, or a training checkpoint's weights on it, to `out_dir`.
 
     model_dir: a Model Zoo folder (default: food101.zoo.locate_squeezenet()). checkpoint: a
     food101 training checkpoint (file or folder); its blobs are the weights, and the model is
-    re-headed to `num_classes` (class_names: list or labels file; default Food-101's) to match.
+    re-headed to `num_classes` (class_names: list or labels file; default: the checkpoint's
+    classes, else Food-101's) to match, and its crop/mean/resize become preprocess.json.
     Without a checkpoint the folder is exported as it is. Writes out_dir/ (Caffe2 deploy folder)
     and/or out_dir/model.onnx; verify runs the ONNX reference evaluator against our executor.
     Returns {"caffe2": folder, "onnx": path, "onnx_max_diff": float, "note": str}.
     """
     from food101 import zoo as zoo_module
     result = {}
+    preprocess = None
     if model_dir is None:
         location = zoo_module.locate_squeezenet()
         model, result["note"] = location.load(), location.note
     else:
         model = zoo_module.load(model_dir)
         result["note"] = str(model_dir)
+        # a deploy folder's preprocessing goes with its weights: carried over unchanged
+        preprocess = read_preprocess(model_dir)
     if checkpoint is not None:
         from food101.train.checkpoint import load_checkpoint
         payload = load_checkpoint(checkpoint)
         weights = {k: v for k, v in payload["blobs"].items() if hasattr(v, "shape")}
+        trainer = payload.get("trainer") or {}
+        if class_names is None and trainer.get("class_names"):
+            class_names = list(trainer["class_names"])
+        if num_classes is None:
+            num_classes = len(class_names) if class_names is not None and not isinstance(
+                class_names, str) else 101
+        io = trainer.get("io") or {}
+        if io.get("crop_size"):      # the preprocessing the weights were trained with
+            preprocess = {"crop": int(io["crop_size"]), "mean_bgr": list(io.get("mean") or
+                                                                         DEFAULT_MEAN_BGR)}
+            preprocess.update({k: io[k] for k in ("resize_size", "resize") if k in io})
         if model.num_classes != num_classes:
             model = zoo_module.replace_classifier(model, num_classes, class_names=class_names)
         result["note"] += "; weights from %s (iteration %d)" % (payload["path"], payload["iteration"])
@@ -546,11 +616,14 @@ def export_model(out_dir, formats=("caffe2", "onnx"), model_dir=None, checkpoint
         raise ExportError("export: unknown format(s) %s; choose caffe2 and/or onnx" % sorted(unknown))
     os.makedirs(out_dir, exist_ok=True)
     if "caffe2" in formats:
-        to_caffe2(model, out_dir, weights=weights)
+        to_caffe2(model, out_dir, weights=weights, preprocess=preprocess)
         result["caffe2"] = out_dir
     if "onnx" in formats:
         path = os.path.join(out_dir, "model.onnx")
-        proto = to_onnx(model, path, weights=weights, opset=opset)
+        shape = None
+        if preprocess and preprocess.get("crop"):
+            shape = tuple(model.input_shape[:2]) + (int(preprocess["crop"]),) * 2
+        proto = to_onnx(model, path, weights=weights, opset=opset, input_shape=shape)
         result["onnx"] = path
         result["onnx_opset"] = proto.opset_import[0].version
         if verify:

@@ -142,6 +142,13 @@ def load_net(path):
     return load_proto(path, caffe2_pb2.NetDef)
 
 
+def new_file_mode():
+    """The mode a plain open() gives a new file under the current umask (mkstemp's are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_net(proto, path):
     """Write any message (NetDef, TensorProtos, ...) atomically; text format for .pbtxt etc.
 
@@ -160,6 +167,7 @@ def save_net(proto, path):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
