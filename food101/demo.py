@@ -13,6 +13,7 @@ import os
 import time
 
 from food101 import data, inference, train, zoo
+from food101.cli import cuda_problem
 from food101.interop import export
 
 STANDIN_NOTICE = (
@@ -65,6 +66,10 @@ def prepare_data(workdir, record_size=64, train_per_class=30, test_per_class=10,
 def run_demo(workdir="demo_run", gpu=None, max_iter=None, log=print):
     """Run the whole journey; returns a dict of metrics and artefact paths."""
     started = time.time()
+    if gpu is not None:     # before minutes of data building, not after
+        problem = cuda_problem(int(gpu))
+        if problem:
+            raise train.TrainingError(problem)
     os.makedirs(workdir, exist_ok=True)
     root, lmdbs = prepare_data(workdir, log=log)
     location = zoo.locate_squeezenet()

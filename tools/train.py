@@ -17,20 +17,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from food101.cli import ToolParser  # noqa: E402
 from food101.train.cli import train_main  # noqa: E402
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = ToolParser(description=__doc__.split("\n\n")[0],
+                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                   epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", help="config YAML (configs/food101_squeezenet.yaml documents every key)")
     p.add_argument("--solver", help="Caffe solver.prototxt (merged over --config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set solver.base_lr=0.001 (repeatable)")
     device = p.add_mutually_exclusive_group()
-    device.add_argument("--gpu", nargs="?", const=0, type=int, metavar="ID",
-                        help="train on CUDA device ID (default 0)")
+    p.add_gpu("train on CUDA device ID (default 0)", group=device)
     device.add_argument("--cpu", action="store_true", help="train on the CPU (the default)")
     p.add_argument("--train-lmdb", help="= --set data.train_lmdb=PATH")
     p.add_argument("--test-lmdb", help="= --set data.test_lmdb=PATH")

@@ -69,18 +69,29 @@ class InferenceModel:
         finally:
             workspace.SwitchWorkspace(previous)
 
-    def preprocess(self, image_paths):
-        """Image files -> float NCHW batch, exactly as the LMDB records and evaluation see them."""
+    def preprocess(self, image_paths, errors=None):
+        """Image files -> float NCHW batch, exactly as the LMDB records and evaluation see them.
+
+        errors: None raises ValueError at the first unreadable image; a list collects
+        (path, reason) for each and leaves it out. Returns the batch, or with `errors` given
+        (batch or None, the paths in the batch)."""
         from food101.data.augment import center_crop
         from food101.data.decode import BadImage, load_record_image
-        chw = []
+        chw, good = [], []
         for path in image_paths:
             try:
+                if not os.path.isfile(path):
+                    raise BadImage("no such file" if not os.path.exists(path) else "not a file")
                 image, _ = load_record_image(path, self.resize_size, self.resize_mode)
-            except BadImage as e:
-                raise ValueError("%s: cannot read the image (%s)" % (path, e)) from None
+            except (BadImage, OSError) as e:
+                if errors is None:
+                    raise ValueError("%s: cannot read the image (%s)" % (path, e)) from None
+                errors.append((path, "cannot read the image (%s)" % e))
+                continue
             chw.append(image)
-        return center_crop(np.stack(chw), self.crop, mean=self.mean_bgr)
+            good.append(path)
+        batch = center_crop(np.stack(chw), self.crop, mean=self.mean_bgr) if chw else None
+        return batch if errors is None else (batch, good)
 
 
 def _load_deploy(folder, device):
@@ -145,14 +156,23 @@ def load_model(path, device="cpu"):
     return model
 
 
-def predict(model, image_paths, top_k=5, batch_size=32):
-    """[(path, [(class name, probability), ...top_k])] for each image."""
+def predict(model, image_paths, top_k=5, batch_size=32, errors=None):
+    """[(path, [(class name, probability), ...top_k])] for each image.
+
+    errors: None raises ValueError for the first image that cannot be read; a list gets
+    (path, reason) for each such image, and the others are predicted."""
     if not isinstance(model, InferenceModel):
         model = load_model(model)
     results = []
     for start in range(0, len(image_paths), batch_size):
         chunk = list(image_paths[start:start + batch_size])
-        probs = model.probabilities(model.preprocess(chunk))
+        if errors is None:
+            batch = model.preprocess(chunk)
+        else:
+            batch, chunk = model.preprocess(chunk, errors=errors)
+            if batch is None:
+                continue
+        probs = model.probabilities(batch)
         k = min(top_k, probs.shape[1])
         values, indices = probs.topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist()):

@@ -6,6 +6,8 @@ Exit codes: 0 done, 1 a run failed, 2 a usage/config problem (message on stderr,
 import os
 import sys
 
+from food101.caffe2.errors import Caffe2Error
+from food101.cli import cuda_problem
 from food101.train import checkpoint as ckpt
 from food101.train import config as C
 
@@ -77,19 +79,24 @@ def _num(x):
     return "n/a" if x is None else "%.4f" % x
 
 
+def _device(args):
+    """("cuda:N" or "cpu", None) or (None, the reason --gpu cannot be used)."""
+    if getattr(args, "gpu", None) is None:
+        return "cpu", None
+    problem = cuda_problem(args.gpu)
+    return (None, problem) if problem else ("cuda:%d" % args.gpu, None)
+
+
 def evaluate_main(args):
     from food101.inference.evaluate import evaluate_model, summary_lines
-    device = "cuda:%d" % args.gpu if args.gpu is not None else "cpu"
-    if device != "cpu":
-        import torch
-        if not torch.cuda.is_available():
-            return _error("--gpu was given but no CUDA GPU is available (torch.cuda.is_available() "
-                          "is False); evaluate on the CPU without --gpu")
+    device, problem = _device(args)
+    if problem:
+        return _error(problem)
     try:
         results = evaluate_model(args.model, args.lmdb, batch_size=args.batch_size, device=device,
                                  limit_batches=args.limit_batches, out_dir=args.out_dir,
                                  progress=not args.no_progress)
-    except (ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
+    except (ckpt.CheckpointError, FileNotFoundError, ValueError, Caffe2Error) as e:
         return _error(e)
     print("model: %s" % results["model"])
     print("lmdb: %s" % results["lmdb"])
@@ -101,20 +108,23 @@ def evaluate_main(args):
 
 
 def predict_main(args):
+    """Predicts every readable image; each unreadable one is reported and makes the exit 1."""
     from food101.inference.predict import format_predictions, load_model, predict
-    device = "cuda:%d" % args.gpu if args.gpu is not None else "cpu"
-    if device != "cpu":
-        import torch
-        if not torch.cuda.is_available():
-            return _error("--gpu was given but no CUDA GPU is available; predict on the CPU "
-                          "without --gpu")
-    missing = [p for p in args.images if not os.path.isfile(p)]
-    if missing:
-        return _error("no such image file: %s" % ", ".join(missing))
+    device, problem = _device(args)
+    if problem:
+        return _error(problem)
     try:
         model = load_model(args.model, device=device)
-        results = predict(model, args.images, top_k=args.top_k)
-    except (ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
+        errors = []
+        results = predict(model, args.images, top_k=args.top_k, errors=errors)
+    except (ckpt.CheckpointError, FileNotFoundError, ValueError, Caffe2Error) as e:
         return _error(e)
-    print("\n".join(format_predictions(results)))
+    if results:
+        print("\n".join(format_predictions(results)))
+    for path, reason in errors:
+        print("error: %s: %s" % (path, reason), file=sys.stderr)
+    if errors:
+        print("%d of %d image(s) could not be read; the others were predicted"
+              % (len(errors), len(args.images)), file=sys.stderr)
+        return 1
     return 0

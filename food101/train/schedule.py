@@ -101,13 +101,17 @@ def schedule_report(config=None, solver=None, overrides=None, policy=None, base_
     overrides), or of any LearningRate policy given by name with its arguments.
 
     Returns (lines, warnings)."""
-    from food101.train.config import load_config
+    from food101.train.config import load_config, merge
     cfg = load_config(config, solver, overrides)
+    if max_iter is not None:     # the run length is the policy's too (poly's max_iter)
+        cfg = merge(cfg, {"solver.max_iter": int(max_iter)}, "--max-iter")
     if policy is None:
         policy, cfg_base_lr, args = schedule_for(cfg.solver)
         args.update(policy_args or {})
     else:
         cfg_base_lr, args = cfg.solver.base_lr, dict(policy_args or {})
+        if policy == "poly" and max_iter is not None:
+            args.setdefault("max_iter", int(max_iter))
     base_lr = cfg_base_lr if base_lr is None else base_lr
     max_iter = cfg.solver.max_iter if max_iter is None else max_iter
     if max_iter < 1:

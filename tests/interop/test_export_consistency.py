@@ -14,23 +14,14 @@ import pytest
 
 from food101 import zoo
 from food101.interop import export
-from tests.support import TOOLS, ZOO
-
-CLASSES = ["apple_pie", "caesar_salad", "pizza", "ramen", "sushi", "waffles"]
+from tests.support import TOOLS
+from tests.support.deploy_folder import CLASSES, standin_deploy
 
 
 @pytest.fixture(scope="module")
 def deploy_56(tmp_path_factory):
     """A 6-class deploy folder trained (here: initialised) at 56-pixel crops, as the demo's."""
-    model = zoo.replace_classifier(zoo.load(ZOO), len(CLASSES), class_names=CLASSES)
-    dest = str(tmp_path_factory.mktemp("deploy"))
-    export.to_caffe2(model, dest, weights=model.weights(), mean_bgr=(100.0, 110.0, 120.0), crop=56)
-    with open(os.path.join(dest, "preprocess.json")) as f:      # what export_deploy adds
-        info = json.load(f)
-    info.update(resize_size=64, resize="crop")
-    with open(os.path.join(dest, "preprocess.json"), "w") as f:
-        json.dump(info, f)
-    return dest
+    return standin_deploy(str(tmp_path_factory.mktemp("deploy")), crop=56)
 
 
 def test_deploy_folder_records_the_trained_crop(deploy_56):
