@@ -29,6 +29,8 @@ Metadata goes to `<out>/food101_meta.json` next to data.mdb (not into the databa
 that walk every record see only images).
 """
 import concurrent.futures
+import contextlib
+import importlib.machinery
 import json
 import os
 import shutil
@@ -172,6 +174,26 @@ def _mp_context(start_method):
     return ctx
 
 
+@contextlib.contextmanager
+def _caller_not_reimported():
+    """While decode workers start, the caller's main script is not re-run in them.
+
+    spawn and forkserver workers re-import a plain script's `__main__` (as __mp_main__), so a
+    script without an `if __name__ == "__main__":` guard - the README's snippet saved as x.py -
+    would run again in every worker and fail there. multiprocessing leaves `__main__` alone
+    when its module spec names "__main__" (as for `python -m` and interactive sessions), so the
+    script is given that spec while the workers start. The workers need only this module."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
+
+
 class _Decoder:
     """Ordered, bounded decoding: in-process when workers == 0, else a process pool."""
 
@@ -190,7 +212,8 @@ class _Decoder:
         while self.pool and len(self.pending) < self.window and self.next_start < len(self.items):
             chunk = self.items[self.next_start:self.next_start + _CHUNK]
             tasks = [(item.path, item.label) for item in chunk]
-            self.pending.append((chunk, self.pool.submit(decode_chunk, tasks, *self.args)))
+            with _caller_not_reimported():     # submit() starts the worker processes
+                self.pending.append((chunk, self.pool.submit(decode_chunk, tasks, *self.args)))
             self.next_start += len(chunk)
 
     def start(self):

@@ -288,6 +288,30 @@ def zoo_weights(zoo_model):
             if op.type in _nets.GIVEN_FILLS and len(op.output) == 1}
 
 
+def check_not_pretrained(zoo_model):
+    """A zoo model whose init net draws every value (XavierFill, ConstantFill, ...) and gives
+    none (no GivenTensorFill): its backbone is not pretrained, whatever its folder is called."""
+    if zoo_model is None or isinstance(zoo_model, dict):
+        return []
+    netdef = netinfo.as_netdef(getattr(zoo_model, "init_net", zoo_model))
+    from food101.zoo import _nets
+    if not netdef.op or any(op.type in _nets.GIVEN_FILLS for op in netdef.op):
+        return []
+    fills = collections.Counter(op.type for op in netdef.op)
+    where = getattr(zoo_model, "folder", None)
+    return [Finding(
+        "not_pretrained", WARNING,
+        "the zoo model%s is not pretrained: its init net holds only random or constant fills "
+        "(%s) and no GivenTensorFill with trained values, so every backbone weight is drawn at "
+        "random when the run starts. Fine-tuning it is training from scratch: a frozen random "
+        "backbone gives the new classifier features that carry almost no information (the loss "
+        "stays near chance), and training every layer needs far more data and iterations than "
+        "fine-tuning. Use the Model Zoo's pretrained init_net.pb (python tools/download_model.py "
+        "squeezenet) or point --zoo-dir at a folder whose init_net.pb holds the trained values."
+        % (" in " + str(where) if where else "",
+           ", ".join("%s x%d" % kv for kv in sorted(fills.items()))), Where(net=netdef.name or None))]
+
+
 def _fills(init):
     """{blob: (index, op, shape or None)} of the value-drawing fills in a param_init_net."""
     out = {}
@@ -376,6 +400,14 @@ def _as_tensor(value):
     return torch.as_tensor(np.asarray(value))
 
 
+def chance_patience(configured, max_iter=None):
+    """Iterations at chance before "stuck_at_chance": the configured patience, but at most a
+    quarter of the run (at least 10), so a short run hears it too. 0 stays 0 (never)."""
+    if not configured or not max_iter:
+        return configured
+    return max(1, min(int(configured), max(10, int(max_iter) // 4)))
+
+
 class HealthMonitor:
     """Runtime health checks of one training run (see the module docstring).
 
@@ -388,11 +420,12 @@ class HealthMonitor:
     Each call returns the findings it produced (also kept in `findings`)."""
 
     def __init__(self, train_netdef, params, settings=None, num_classes=None, zoo_model=None,
-                 expects_zoo_input=None):
+                 expects_zoo_input=None, max_iter=None):
         from food101.diagnostics.settings import resolve_settings
         self.net = netinfo.as_netdef(train_netdef)
         self.params = [str(p) for p in params]
         self.settings = resolve_settings(settings)
+        self.chance_patience = chance_patience(self.settings.chance_patience, max_iter)
         self.num_classes = num_classes
         self.zoo = zoo_weights(zoo_model)
         self.expects_zoo_input = bool(self.zoo) if expects_zoo_input is None else expects_zoo_input
@@ -578,7 +611,7 @@ class HealthMonitor:
             self._chance_reported = False
             return []
         stuck_for = it - self._chance_since + 1
-        if stuck_for < s.chance_patience or self._chance_reported:
+        if stuck_for < self.chance_patience or self._chance_reported:
             return []
         self._chance_reported = True  # once per stretch at chance
         causes = []

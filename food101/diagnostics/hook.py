@@ -7,7 +7,8 @@ import os
 from food101.diagnostics import netinfo
 from food101.diagnostics.findings import ERROR, WARNING, Finding, FindingLog, Where
 from food101.diagnostics.guard import DivergenceGuard
-from food101.diagnostics.health import HealthMonitor, analyze_nets, blob_dict, zoo_weights
+from food101.diagnostics.health import (HealthMonitor, analyze_nets, blob_dict, check_not_pretrained,
+                                       zoo_weights)
 from food101.diagnostics.settings import resolve_settings
 from food101.diagnostics.stats import (collect_stats, format_table, relu_outputs, select_blobs, stats_record,
                     trained_relus)
@@ -128,7 +129,9 @@ class Diagnostics:
         weights = zoo_weights(zoo_model)
         static = analyze_nets(self.netdef, init, self.params, weights or None, self.max_iter)
         self.monitor = HealthMonitor(self.netdef, self.params, s, num_classes=self.num_classes,
-                                     zoo_model=weights or None)
+                                     zoo_model=weights or None, max_iter=self.max_iter)
+        if zoo_model is not None and not weights:
+            static = check_not_pretrained(zoo_model) + static
         runtime = self.monitor.on_start(workspace, init, frozen_blobs)
         blobs = blob_dict(workspace)
         if weights:

@@ -33,7 +33,8 @@ class DiagnosticsConfig:
                                     "blobs, the learning rate and the network input scale; 0 = "
                                     "only at start-up")
     chance_patience: int = _key(500, "warn when the running loss stays within chance_tolerance of "
-                                     "ln(num_classes) (chance) for this many iterations; 0 = never")
+                                     "ln(num_classes) (chance) for this many iterations (at most a "
+                                     "quarter of solver.max_iter, at least 10); 0 = never")
     chance_tolerance: float = _key(0.05, "relative distance from ln(C) that still counts as chance")
     update_ratio_low: float = _key(1e-6, "warn when |update| / |weight| of a trained param stays "
                                          "below this (vanishing gradients or a far too small lr)")
