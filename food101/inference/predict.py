@@ -20,7 +20,10 @@ import numpy as np
 import torch
 
 from food101.caffe2 import workspace
+from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.proto import caffe2_pb2
+from food101.interop.export import read_preprocess
+from food101.zoo.model import ZooError
 from food101.train import checkpoint as ckpt
 
 INFERENCE_WORKSPACE = "food101_inference"
@@ -66,6 +69,9 @@ class InferenceModel:
             workspace.RunNet(self.netdef.name)
             out = workspace.FetchTensor(self.output_name)
             return out.detach().float().reshape(out.shape[0], -1).cpu()
+        except Caffe2Error as e:   # name the model: a damaged net fails here, not at load
+            self._created = False
+            raise ZooError("the model from %s does not run: %s" % (self.source, e)) from None
         finally:
             workspace.SwitchWorkspace(previous)
 
@@ -94,21 +100,34 @@ class InferenceModel:
         return batch if errors is None else (batch, good)
 
 
+def _read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ZooError("%s: not UTF-8 text (byte at offset %d): a damaged file?" % (path, e.start)) from None
+
+
 def _load_deploy(folder, device):
     from food101.caffe2.proto import load_net
     from food101.zoo._nets import run_in_private_workspace
     predict = load_net(os.path.join(folder, "predict_net.pb"))
-    init = load_net(os.path.join(folder, "init_net.pb"))
-    info = {}
-    if os.path.exists(os.path.join(folder, "preprocess.json")):
-        with open(os.path.join(folder, "preprocess.json")) as f:
-            info = json.load(f)
+    init_path = os.path.join(folder, "init_net.pb")
+    init = load_net(init_path)
+    info = read_preprocess(folder)
     labels_path = os.path.join(folder, "labels.txt")
-    names = [l.strip() for l in open(labels_path, encoding="utf-8") if l.strip()] \
+    names = [l.strip() for l in _read_text(labels_path).splitlines() if l.strip()] \
         if os.path.exists(labels_path) else None
-    blobs = run_in_private_workspace([init])
-    input_name = info.get("input") or predict.external_input[0]
-    output_name = info.get("output") or predict.external_output[-1]
+    try:
+        blobs = run_in_private_workspace([init])
+    except Caffe2Error as e:
+        raise ZooError("%s does not run: %s" % (init_path, e)) from None
+    input_name = info.get("input") or (predict.external_input[0] if predict.external_input else None)
+    output_name = info.get("output") or (predict.external_output[-1] if predict.external_output
+                                         else None)
+    if not input_name or not output_name:
+        raise ZooError("%s: no input/output blob named (predict_net.pb has no external_input/"
+                       "external_output and preprocess.json names none)" % folder)
     return InferenceModel(predict, blobs, input_name, output_name, names, info.get("crop", 227),
                           info.get("mean_bgr") or (104.0, 117.0, 123.0), info.get("resize_size"),
                           info.get("resize", "crop"), source=folder, device=device)

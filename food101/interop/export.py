@@ -23,7 +23,7 @@ from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.proto.serialization import new_file_mode
 from food101.zoo import _nets
-from food101.zoo.model import LABELS, ZooModel, load, write_labels, write_value_info
+from food101.zoo.model import LABELS, ZooError, ZooModel, load, write_labels, write_value_info
 
 DEFAULT_MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -153,18 +153,37 @@ def to_caffe2(model, dest, weights=None, class_names=None, mean_bgr=DEFAULT_MEAN
 
 
 def read_preprocess(folder):
-    """A deploy folder's preprocess.json as a dict, or None when it has none."""
+    """A deploy folder's preprocess.json as a checked dict ({} when there is none); a damaged
+    one is a ZooError naming it."""
     path = os.path.join(folder, "preprocess.json")
     if not os.path.isfile(path):
-        return None
+        return {}
     try:
-        with open(path, encoding="utf-8") as fh:
-            info = json.load(fh)
-    except (OSError, ValueError) as e:
-        raise ExportError("%s: not readable as JSON (%s)" % (path, e)) from None
+        with open(path, "rb") as fh:
+            info = json.loads(fh.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ZooError("%s: not valid JSON (%s): a damaged file?" % (path, e)) from None
     if not isinstance(info, dict):
-        raise ExportError("%s: expected a JSON object, got %s" % (path, type(info).__name__))
+        raise ZooError("%s: expected a JSON object, got %s" % (path, type(info).__name__))
+    for key, ok in _PREPROCESS_CHECKS.items():
+        if key in info and not ok(info[key]):
+            raise ZooError("%s: %r is %r, which is not a valid value" % (path, key, info[key]))
     return info
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+_PREPROCESS_CHECKS = {
+    "crop": _positive_int,
+    "resize_size": lambda v: v is None or _positive_int(v),
+    "mean_bgr": lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) for m in v)),
+    "resize": lambda v: isinstance(v, str),
+    "input": lambda v: isinstance(v, str) and bool(v),
+    "output": lambda v: isinstance(v, str) and bool(v),
+}
 
 
 # ---------------------------------------------------------------------- ONNX
@@ -587,7 +606,7 @@ def export_model(out_dir, formats=("caffe2", "onnx"), model_dir=None, checkpoint
         model = zoo_module.load(model_dir)
         result["note"] = str(model_dir)
         # a deploy folder's preprocessing goes with its weights: carried over unchanged
-        preprocess = read_preprocess(model_dir)
+        preprocess = read_preprocess(model_dir) or None
     if checkpoint is not None:
         from food101.train.checkpoint import load_checkpoint
         payload = load_checkpoint(checkpoint)

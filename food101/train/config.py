@@ -321,12 +321,28 @@ def get(cfg, dotted):
 # ------------------------------------------------------------------------------------------
 # YAML
 # ------------------------------------------------------------------------------------------
+def read_config_text(path, kind):
+    """The text of a config file; a ConfigError naming it when it is missing or not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError("%s: no such %s file" % (path, kind)) from None
+    except OSError as e:
+        raise ConfigError("%s: cannot read the %s file (%s)" % (path, kind, e.strerror or e)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("%s: not a %s text file: byte 0x%02x at offset %d is not UTF-8 (a "
+                          "damaged or binary file?)" % (path, kind, data[e.start], e.start)) from None
+
+
 def load_yaml(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError("%s: not valid YAML: %s" % (path, e)) from None
+    text = read_config_text(path, "YAML config")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError("%s: not valid YAML: %s" % (path, e)) from None
     return data or {}
 
 
@@ -539,8 +555,7 @@ def _suggest_field(name):
 
 
 def load_solver_prototxt(path):
-    with open(path, encoding="utf-8") as f:
-        return solver_updates(parse_prototxt(f.read(), path), path)
+    return solver_updates(parse_prototxt(read_config_text(path, "solver.prototxt"), path), path)
 
 
 # ------------------------------------------------------------------------------------------
