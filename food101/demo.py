@@ -9,6 +9,7 @@
 Sized to finish in a few minutes on 2 CPU cores: small images (56-pixel crops of 64-pixel
 records) and a few hundred iterations.
 """
+import json
 import os
 import time
 
@@ -95,7 +96,11 @@ def run_demo(workdir="demo_run", gpu=None, max_iter=None, log=print):
     export.to_onnx(deployed, onnx_path, weights=deployed.weights())
     images = _held_out_images(root, per_class=1)
     predictions = inference.predict(deploy_dir, images)
-    result.update(onnx_path=onnx_path, predictions=predictions, images=images,
+    evaluation = None
+    if result.get("eval_path"):
+        with open(result["eval_path"], encoding="utf-8") as f:
+            evaluation = json.load(f)
+    result.update(onnx_path=onnx_path, predictions=predictions, images=images, evaluation=evaluation,
                   is_standin=location.is_standin, seconds_total=time.time() - started,
                   num_classes=overrides["model.num_classes"])
     _report(result, log)
@@ -115,8 +120,18 @@ def _held_out_images(root, per_class=1):
 def _report(result, log):
     chance = 1.0 / result["num_classes"]
     log("")
-    log("top-1 %.3f  top-5 %.3f on held-out demo images (chance %.3f)"
+    log("top-1 %.3f  top-5 %.3f on held-out demo images (chance %.3f); ties count as wrong"
         % (result["top1"], result["top5"], chance))
+    evaluation = result.get("evaluation") or {}
+    if evaluation.get("per_class"):
+        log("per class: " + ", ".join("%s %.2f" % (name, acc) for name, acc in
+                                      evaluation["per_class"].items() if acc is not None))
+        log("tie wins (argmax ties plain scoring would have counted): %d; images with uniform "
+            "outputs: %d; never-predicted classes: %s" % (
+                evaluation.get("ties", 0), evaluation.get("uniform", 0),
+                ", ".join(evaluation.get("never_predicted") or []) or "none"))
+        for finding in evaluation.get("findings") or ():
+            log("finding: " + finding)
     log("artefacts:")
     for label, path in [("training log", result.get("log_path")),
                         ("metrics (JSONL)", result.get("metrics_path")),

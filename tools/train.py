@@ -46,6 +46,10 @@ def get_args_parser():
                    help="data-parallel over the processes torchrun starts, one per device "
                         "(= --set distributed.enabled=true; see the distributed.* config keys)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the per-blob statistics tables too (= --set train.verbose=true)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear an --output-dir that holds an earlier run (= --set train.overwrite=true)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue from a checkpoint (.ckpt) or the newest in a folder; without "
                         "--config/--solver the checkpoint's own config is used")

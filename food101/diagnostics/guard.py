@@ -545,7 +545,7 @@ class DivergenceGuard:
         return report
 
     def _save_reproducer(self, it, ws, keys, loss):
-        path = os.path.join(self.report_dir, "divergence_it%d.pt" % it)
+        path = os.path.join(self.report_dir, self._report_name(it) + ".pt")
         os.makedirs(self.report_dir, exist_ok=True)
         start = self.start_blobs(ws)
         needed = netinfo.read_before_written(self.net)
@@ -566,7 +566,13 @@ class DivergenceGuard:
     def _write(self, report):
         self.reports.append(report)
         if self.report_dir:
-            report.save(os.path.join(self.report_dir, "divergence_it%d.json" % report.iteration))
+            report.save(os.path.join(self.report_dir, self._report_name(report.iteration) + ".json"))
+
+    def _report_name(self, it):
+        """divergence_it<N>; a second divergence at the same iteration number (after a skip or
+        a rollback the count repeats) gets _2, _3, ... rather than overwriting the first."""
+        earlier = sum(1 for r in self.reports if r.iteration == it and r.report_path)
+        return "divergence_it%d" % it + ("_%d" % (earlier + 1) if earlier else "")
 
     # -------------------------------------------------------------- recovery
     def _act(self, report, ws):

@@ -27,16 +27,19 @@ class Diagnostics:
     num_classes: classifier outputs (inferred from the net after the first iteration if None).
     max_iter: iterations the run will train (schedule checks).
     log_lines: callable(*lines) for the run's log (default: the logging module).
+    log_detail: callable(*lines) for long detail (the per-blob statistics table): the run's log
+    file only, say; the table then shows as one summary line on `log_lines`. Default: log_lines.
     write_record: callable(dict) appending to metrics.jsonl; without it, records collect in
     `pending_records()`."""
 
     def __init__(self, config=None, *, output_dir=None, num_classes=None, max_iter=None,
-                 log_lines=None, write_record=None):
+                 log_lines=None, write_record=None, log_detail=None):
         self.settings = resolve_settings(config)
         self.output_dir = output_dir
         self.num_classes = num_classes
         self.max_iter = max_iter
         self._log_lines = log_lines
+        self._log_detail = log_detail
         self._write_record = write_record
         self._records = []
         self.log = FindingLog(_LineLogger(log_lines) if log_lines is not None else log)
@@ -208,7 +211,12 @@ class Diagnostics:
                 if p in stats:
                     stats[p].update_ratio = ratio
         self.last_stats = stats
-        self._emit_lines(*format_table(stats, "Blob statistics at iteration %d" % it).splitlines())
+        table = format_table(stats, "Blob statistics at iteration %d" % it).splitlines()
+        if self._log_detail is not None:
+            self._log_detail(*table)
+            self._emit_lines(summary_line(it, stats))
+        else:
+            self._emit_lines(*table)
         self._add(self._stats_findings(it, stats))
         record = stats_record(it, stats)
         record["phase"] = "stats"
@@ -260,6 +268,18 @@ class Diagnostics:
         if self.monitor is not None:
             self.monitor.findings.extend(found)  # evidence for the monitor's later verdicts
         return found
+
+
+def summary_line(it, stats):
+    """One line for a statistics table that went to the log file."""
+    bad = [n for n, s in stats.items() if s.nan or s.inf]
+    ratios = [(s.update_ratio, n) for n, s in stats.items() if getattr(s, "update_ratio", None)]
+    parts = ["%d blobs" % len(stats),
+             ("NaN/Inf in %d (first %r)" % (len(bad), bad[0])) if bad else "no NaN/Inf"]
+    if ratios:
+        parts.append("largest |update|/|w| %.2g (%s)" % max(ratios))
+    return ("Blob statistics at iteration %d: %s (table in train.log and metrics.jsonl; "
+            "--verbose prints it)" % (it, ", ".join(parts)))
 
 
 class _LineLogger:

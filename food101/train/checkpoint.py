@@ -118,6 +118,20 @@ def load_checkpoint(path):
     return payload
 
 
+def run_folder(state, cfg):
+    """The output folder of the run a loaded checkpoint belongs to, where it is now: its folder
+    less the config's relative snapshot_prefix folder (runs/x/snapshots/a_iter_5.ckpt with
+    prefix snapshots/a -> runs/x). The recorded train.output_dir when the prefix is absolute."""
+    prefix = cfg.solver.snapshot_prefix
+    if os.path.isabs(prefix):
+        return cfg.train.output_dir
+    folder = os.path.dirname(os.path.abspath(state["path"]))
+    for _part in os.path.normpath(os.path.dirname(prefix)).split(os.sep):
+        if _part not in ("", "."):
+            folder = os.path.dirname(folder)
+    return folder
+
+
 def latest_checkpoint(folder):
     """The checkpoint with the highest iteration under `folder` (searched recursively), or None."""
     best, best_iter = None, -1

@@ -8,6 +8,7 @@ import sys
 
 from food101.caffe2.errors import Caffe2Error
 from food101.cli import cuda_problem
+from food101.data.records import RecordError
 from food101.train import checkpoint as ckpt
 from food101.train import config as C
 
@@ -35,13 +36,20 @@ def config_from_args(args):
         flags["distributed.enabled"] = True
     if getattr(args, "no_progress", False):
         flags["train.progress"] = False
+    if getattr(args, "verbose", False):
+        flags["train.verbose"] = True
+    if getattr(args, "overwrite", False):
+        flags["train.overwrite"] = True
     if getattr(args, "gpu", None) is not None:
         flags.update({"solver.solver_mode": "GPU", "solver.device_id": args.gpu})
     elif getattr(args, "cpu", False):
         flags["solver.solver_mode"] = "CPU"
     base = None
     if args.resume and not args.config and not args.solver:
-        base = C.from_dict(ckpt.load_checkpoint(args.resume)["config"], "checkpoint config")
+        state = ckpt.load_checkpoint(args.resume)
+        base = C.from_dict(state["config"], "checkpoint config")
+        # the run goes on where its checkpoint is now (a moved or copied run folder)
+        base = C.merge(base, {"train.output_dir": ckpt.run_folder(state, base)}, "checkpoint")
     cfg = C.load_config(args.config, args.solver, base=base)
     cfg = C.merge(cfg, C.parse_overrides(args.overrides), "--set")
     cfg = C.merge(cfg, flags, "command line")
@@ -56,7 +64,8 @@ def train_main(args):
             print(C.dump_config(cfg), end="")
             return 0
         result = fine_tune(cfg, resume=args.resume)
-    except (C.ConfigError, TrainingError, ckpt.CheckpointError, FileNotFoundError) as e:
+    except (C.ConfigError, TrainingError, ckpt.CheckpointError, FileNotFoundError, RecordError,
+            Caffe2Error) as e:
         return _error(e)
     if result.get("rank", 0) != 0:  # distributed: rank 0 reports for the job
         return EXIT_INTERRUPTED if result["interrupted"] else 0
@@ -72,6 +81,14 @@ def train_main(args):
     if result.get("deploy_dir"):
         print("deploy model: %s" % result["deploy_dir"])
     print("outputs: %s" % result["output_dir"])
+    for path in result.get("divergence_reports") or ():
+        print("divergence report: %s (python tools/inspect_training.py %s shows it)"
+              % (path, result["output_dir"]))
+    if result.get("stopped_by_guard"):
+        print("stopped early by the divergence guard after iteration %d (see the report); the "
+              "checkpoint holds the state before the bad iteration" % result["iteration"],
+              file=sys.stderr)
+        return 1
     return 0
 
 

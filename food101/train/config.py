@@ -66,7 +66,8 @@ class ModelConfig:
     """The Model Zoo network and what is fine-tuned."""
     zoo_dir: str = _key("", "folder holding the zoo's predict_net.pb and init_net.pb; \"\" = the "
                             "downloaded SqueezeNet, else the seeded stand-in shipped for tests")
-    num_classes: int = _key(101, "outputs of the new classifier (Food-101 has 101 classes)")
+    num_classes: int = _key(0, "outputs of the new classifier; 0 = the train LMDB's class count "
+                               "(its builder metadata or data.classes_file; Food-101 has 101)")
     freeze_up_to: str = _key("", "last blob of the frozen backbone: zoo layers up to it keep their "
                                  "weights, layers after it are trained (\"\" with unfreeze_from "
                                  "\"\" = train only the new classifier, i.e. \"fire9/concat\")")
@@ -135,6 +136,11 @@ class TrainConfig:
     plots: bool = _key(True, "write loss, accuracy, lr and confusion-matrix PNGs at the end")
     export: bool = _key(True, "export the trained model to the Caffe2 deploy format "
                               "(<output_dir>/deploy) at the end")
+    verbose: bool = _key(False, "print the per-blob statistics tables on the console too (they "
+                                "always go to train.log and metrics.jsonl; --verbose)")
+    overwrite: bool = _key(False, "train into an output_dir that already holds a run: clear it "
+                                  "first (--overwrite); without it a used folder is refused "
+                                  "unless resuming")
 
 
 @dataclass(frozen=True)
@@ -659,7 +665,8 @@ def validate(cfg):
         (d.test_batch_size >= 1, "data.test_batch_size must be >= 1, got %r" % d.test_batch_size),
         (d.crop_size >= 1, "data.crop_size must be >= 1, got %r" % d.crop_size),
         (len(d.mean) in (1, 3), "data.mean must have 1 or 3 values (BGR), got %r" % (list(d.mean),)),
-        (m.num_classes >= 2, "model.num_classes must be >= 2, got %r" % m.num_classes),
+        (m.num_classes == 0 or m.num_classes >= 2,
+         "model.num_classes must be 0 (the LMDB's class count) or >= 2, got %r" % m.num_classes),
         (m.new_lr_mult > 0 and m.backbone_lr_mult > 0,
          "model.new_lr_mult and model.backbone_lr_mult must be > 0 (freeze a layer instead of a 0 "
          "multiplier), got %r and %r" % (m.new_lr_mult, m.backbone_lr_mult)),

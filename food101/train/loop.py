@@ -30,10 +30,12 @@ second Ctrl-C interrupts at once.
 import collections
 import contextlib
 import dataclasses
+import glob
 import json
 import logging
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -44,6 +46,7 @@ import torch
 from food101.caffe2 import core, workspace
 from food101.caffe2.executor import AUTOGRAD_OP, external_reads
 from food101.caffe2.proto import caffe2_pb2
+from food101.data import lmdb_file
 from food101.train import checkpoint as ckpt
 from food101.train import config as C
 from food101.train import distributed
@@ -172,6 +175,7 @@ class Trainer:
         self.best = {"top1": None, "iteration": None, "path": None}
         self.last_eval = None
         self.stop_requested = False
+        self.stopped_by_guard = None    # the divergence report's path when the guard stopped the run
         self.history = {"eval": []}
         self._pending = []  # (iteration, loss tensor, accuracy tensor, lr tensor, images)
         self._in_step = False
@@ -202,7 +206,8 @@ class Trainer:
             if not os.path.exists(path):
                 raise TrainingError("data.%s: %s does not exist (tools/build_lmdb.py writes it)"
                                     % (key, path))
-        os.makedirs(self.path(), exist_ok=True)
+            lmdb_file.validate(path)  # a damaged file fails here, before anything is written
+        self._claim_output_dir()
         seed = cfg.solver.random_seed
         seed_everything(seed)
         from food101.data.reader import LMDBReader
@@ -214,6 +219,9 @@ class Trainer:
             from food101.data.resident import DeviceResidentDataset
             self.reader = DeviceResidentDataset(self.reader, self.device, progress=cfg.train.progress)
         self.class_names = self._class_names(self.reader)
+        if cfg.model.num_classes == 0:  # the default: as many outputs as the LMDB has classes
+            cfg = self.cfg = C.merge(cfg, {"model.num_classes": len(self.class_names)},
+                                     "the train LMDB's classes")
         if len(self.class_names) != cfg.model.num_classes:
             raise TrainingError("model.num_classes is %d but %s has %d classes (%s); set "
                                 "--set model.num_classes=%d" % (
@@ -224,6 +232,7 @@ class Trainer:
         if data.crop_size > min(h, w):
             raise TrainingError("data.crop_size %d is larger than the %dx%d images of %s" % (
                 data.crop_size, h, w, data.train_lmdb))
+        os.makedirs(self.path(), exist_ok=True)
         from food101.data.augment import Augment
         self.aug_generator = torch.Generator().manual_seed(seed + 1)
         self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=data.mean,
@@ -250,6 +259,36 @@ class Trainer:
         if self.resume_from is not None:
             self._restore(distributed.localize_checkpoint(self.resume_from, self.reader, self.dist,
                                                           error=TrainingError))
+
+    RUN_FILES = ("metrics.jsonl", "train.log", "config.yaml", "eval_final.json")
+    RUN_FOLDERS = ("deploy", "plots")
+
+    def _claim_output_dir(self):
+        """A fresh run never mixes with an earlier one in the same folder: refused unless
+        train.overwrite, which removes what a run writes there (and nothing else)."""
+        if self.resume_from is not None or not self.dist.is_rank0:
+            return
+        snapshots = os.path.dirname(self.snapshot_prefix) or "."
+        used = [n for n in self.RUN_FILES if os.path.isfile(self.path(n))]
+        used += [n + "/" for n in self.RUN_FOLDERS if os.path.isdir(self.path(n))]
+        old_checkpoints = sorted(glob.glob(os.path.join(snapshots, "*" + ckpt.SUFFIX)))
+        used += [os.path.relpath(p, self.path()) for p in old_checkpoints[:3]]
+        if not used:
+            return
+        if not self.cfg.train.overwrite:
+            raise TrainingError(
+                "train.output_dir %s already holds a run (%s%s): pass --overwrite (--set "
+                "train.overwrite=true) to clear it, --resume %s to continue it, or another "
+                "--output-dir" % (self.path(), ", ".join(used[:6]), " ..." if len(used) > 6 else "",
+                                  self.path()))
+        for name in self.RUN_FILES:
+            if os.path.isfile(self.path(name)):
+                os.remove(self.path(name))
+        for name in self.RUN_FOLDERS + (self.cfg.diagnostics.report_dir,):
+            if name and os.path.isdir(self.path(name)) and not os.path.isabs(name):
+                shutil.rmtree(self.path(name))
+        for path in old_checkpoints + glob.glob(os.path.join(snapshots, "config.yaml")):
+            os.remove(path)
 
     def _class_names(self, reader):
         cfg = self.cfg
@@ -474,7 +513,8 @@ class Trainer:
             self.records = JsonlWriter(self.path("metrics.jsonl"),
                                        truncate_after=start_iteration if self.resume_from else None)
             self.runlog = RunLog(self.path("train.log"), total=solver.max_iter, initial=start_iteration,
-                                 progress=cfg.train.progress, stream=self.stream)
+                                 progress=cfg.train.progress, stream=self.stream,
+                                 verbose=cfg.train.verbose)
         self._displayed = (start_iteration, 0.0)
         self.diag = self._start_diagnostics()
         interrupted = False
@@ -493,8 +533,11 @@ class Trainer:
                         self.iteration = self.diag.resume_iteration
                         self._pending = [p for p in self._pending if p[0] <= self.iteration]
                         if action == "stop":
+                            report = self.diag.reports[-1] if self.diag.reports else None
+                            self.stopped_by_guard = (report.report_path if report else None) or True
                             self.runlog.info("Stopped by the divergence guard after iteration %d; "
-                                             "see %s" % (self.iteration, self.path("diagnostics")))
+                                             "see %s" % (self.iteration, report and report.report_path
+                                                         or self.path("diagnostics")))
                             break
                         continue
                     it = self.iteration
@@ -557,7 +600,8 @@ class Trainer:
         cfg = self.cfg
         diag = Diagnostics(cfg.diagnostics, output_dir=self.path(), num_classes=cfg.model.num_classes,
                            max_iter=cfg.solver.max_iter, log_lines=self.runlog.info,
-                           write_record=self.records.write)
+                           write_record=self.records.write,
+                           log_detail=getattr(self.runlog, "detail", None))
         # a resumed run has trained weights: only a fresh one is compared with the zoo's values
         diag.on_start([self.nets.fwd_bwd, self.nets.update], self.nets.init, self.nets.params,
                       workspace.current(), zoo_model=None if self.resume_from else self.nets.zoo_model,
@@ -640,6 +684,9 @@ class Trainer:
         seconds = kw.pop("seconds")
         done = self.iteration - start
         result = dict(kw, iteration=self.iteration, rank=self.dist.rank,
+                      stopped_by_guard=self.stopped_by_guard,
+                      divergence_reports=[r.report_path for r in getattr(self.diag, "reports", [])
+                                          if r.report_path],
                       output_dir=os.path.abspath(self.path()),
                       metrics_path=self.path("metrics.jsonl"), log_path=self.path("train.log"),
                       best=self.best, final_loss=records[-1]["smoothed_loss"] if records else None,
@@ -667,8 +714,10 @@ class Trainer:
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.stop_requested = True
+            # between updates nothing more runs: the checkpoint holds the iteration just done
+            last = self.iteration + 1 if self._in_step else self.iteration
             self.runlog.info("Ctrl-C: stopping after iteration %d to write a checkpoint "
-                             "(press again to abort at once)" % (self.iteration + 1))
+                             "(press again to abort at once)" % last)
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
@@ -810,7 +859,10 @@ def fine_tune(config=None, resume=None, overrides=None, stream=None):
     elif config is not None:
         cfg = C.load_config(os.fspath(config))
     elif resume is not None:
-        cfg = C.from_dict(ckpt.load_checkpoint(resume)["config"], "checkpoint config")
+        state = ckpt.load_checkpoint(resume)
+        cfg = C.from_dict(state["config"], "checkpoint config")
+        # the run goes on where its checkpoint is now (a moved or copied run folder)
+        cfg = C.merge(cfg, {"train.output_dir": ckpt.run_folder(state, cfg)}, "checkpoint")
     else:
         cfg = C.default_config()
     if overrides:

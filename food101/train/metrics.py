@@ -91,7 +91,9 @@ def keep_records_up_to(path, iteration):
     """Drop records after `iteration` (a resumed run rewrites what followed its checkpoint)."""
     if not os.path.exists(path):
         return
-    kept = [line for line in read_jsonl_lines(path) if json.loads(line).get("iteration", 0) <= iteration]
+    # start-up findings carry "iteration": null: they belong to the start, and stay
+    kept = [line for line in read_jsonl_lines(path)
+            if (json.loads(line).get("iteration") or 0) <= iteration]
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in kept)
@@ -110,17 +112,21 @@ def read_jsonl(path):
 class RunLog:
     """Log lines to the console (above the progress bar) and to a log file; a tqdm bar on a TTY."""
 
-    def __init__(self, log_path=None, total=None, initial=0, progress=True, stream=None):
+    def __init__(self, log_path=None, total=None, initial=0, progress=True, stream=None,
+                 verbose=False):
         self.stream = stream or sys.stdout
+        self.verbose = verbose
         self._file = open(log_path, "a", encoding="utf-8") if log_path else None
         show_bar = progress and sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, disable=not show_bar, unit="it",
                         dynamic_ncols=True, leave=False) if total is not None else None
 
-    def info(self, *lines):
+    def info(self, *lines, console=True):
         for line in lines:
             stamped = "%s %s" % (time.strftime("%H:%M:%S"), line)
-            if self.bar is not None and not self.bar.disable:
+            if not console:
+                pass
+            elif self.bar is not None and not self.bar.disable:
                 self.bar.write(line, file=self.stream)
             else:
                 print(line, file=self.stream, flush=True)
@@ -128,6 +134,10 @@ class RunLog:
                 self._file.write(stamped + "\n")
         if self._file:
             self._file.flush()
+
+    def detail(self, *lines):
+        """Long detail (statistics tables): the log file, and the console only when verbose."""
+        self.info(*lines, console=self.verbose)
 
     def advance(self, n=1, **postfix):
         if self.bar is not None and not self.bar.disable:
