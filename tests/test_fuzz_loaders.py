@@ -20,7 +20,7 @@ import pytest
 
 from food101.caffe2.errors import Caffe2Error
 from food101.data.records import RecordError
-from food101.train.checkpoint import CheckpointError
+from food101.checkpoint import CheckpointError
 from food101.train.config import ConfigError
 from tests.support import REPO, ZOO
 
@@ -75,7 +75,7 @@ def tiny_model(folder):
 
 
 def tiny_checkpoint(path, model, weights):
-    from food101.train.checkpoint import save_checkpoint
+    from food101.checkpoint import save_checkpoint
     save_checkpoint(path, iteration=3, blobs=weights, reader={}, rng={}, config={},
                     trainer={"test_net": model.predict_net.SerializeToString(), "class_names": ["a", "b", "c"],
                              "io": {"data": "data", "label": "label", "probs": "softmaxout",

@@ -6,10 +6,10 @@ Exit codes: 0 done, 1 a run failed, 2 a usage/config problem (message on stderr,
 import os
 import sys
 
+from food101 import checkpoint as ckpt
 from food101.caffe2.errors import Caffe2Error
 from food101.cli import cuda_problem
 from food101.data.records import RecordError
-from food101.train import checkpoint as ckpt
 from food101.train import config as C
 
 EXIT_INTERRUPTED = 130
@@ -47,9 +47,7 @@ def config_from_args(args):
     base = None
     if args.resume and not args.config and not args.solver:
         state = ckpt.load_checkpoint(args.resume)
-        base = C.from_dict(state["config"], "checkpoint config")
-        # the run goes on where its checkpoint is now (a moved or copied run folder)
-        base = C.merge(base, {"train.output_dir": ckpt.run_folder(state, base)}, "checkpoint")
+        base = C.resumed_config(state["config"], checkpoint_path=state["path"])
     cfg = C.load_config(args.config, args.solver, base=base)
     cfg = C.merge(cfg, C.parse_overrides(args.overrides), "--set")
     cfg = C.merge(cfg, flags, "command line")

@@ -24,6 +24,8 @@ import time
 
 from tqdm import tqdm
 
+from food101.fileio import atomic_write
+
 
 class SmoothedLoss:
     """Mean of the last `window` values (Caffe's `average_loss`); its state goes into checkpoints."""
@@ -94,10 +96,8 @@ def keep_records_up_to(path, iteration):
     # start-up findings carry "iteration": null: they belong to the start, and stay
     kept = [line for line in read_jsonl_lines(path)
             if (json.loads(line).get("iteration") or 0) <= iteration]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in kept)
-    os.replace(tmp, path)
 
 
 def read_jsonl_lines(path):

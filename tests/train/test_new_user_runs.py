@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from food101.train import TrainingError, fine_tune
-from food101.train import checkpoint as ckpt
+from food101 import checkpoint as ckpt
 from food101.train.loop import Trainer
 from food101.train.metrics import read_jsonl
 from tests.support import TOOLS, ZOO

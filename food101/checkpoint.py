@@ -11,18 +11,20 @@ One checkpoint is one `torch.save` file:
      config:  the effective config as a plain dict
      trainer: the loop's own state (smoothed-loss window, best accuracy, ...)}
 
-Writing goes to `<path>.tmp.<pid>`, is flushed and fsync'ed, then `os.replace`d onto the final
-name, so a crash (or a second Ctrl-C) never leaves a half-written checkpoint under the real name.
+Writing goes through `food101.fileio.atomic_write` (a temporary file in the same folder, fsync,
+`os.replace`), so a crash (or a second Ctrl-C) never leaves a half-written checkpoint under the
+real name.
 `latest_checkpoint(folder)` finds the newest `*_iter_<N>.ckpt` for `--resume FOLDER`.
 """
 import glob
 import os
 import random
 import re
-import shutil
 
 import numpy as np
 import torch
+
+from food101.fileio import atomic_write
 
 FORMAT = "food101-checkpoint/1"
 SUFFIX = ".ckpt"
@@ -84,16 +86,8 @@ def save_checkpoint(path, *, iteration, blobs, reader=None, rng=None, config=Non
     }
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 
@@ -118,20 +112,6 @@ def load_checkpoint(path):
     return payload
 
 
-def run_folder(state, cfg):
-    """The output folder of the run a loaded checkpoint belongs to, where it is now: its folder
-    less the config's relative snapshot_prefix folder (runs/x/snapshots/a_iter_5.ckpt with
-    prefix snapshots/a -> runs/x). The recorded train.output_dir when the prefix is absolute."""
-    prefix = cfg.solver.snapshot_prefix
-    if os.path.isabs(prefix):
-        return cfg.train.output_dir
-    folder = os.path.dirname(os.path.abspath(state["path"]))
-    for _part in os.path.normpath(os.path.dirname(prefix)).split(os.sep):
-        if _part not in ("", "."):
-            folder = os.path.dirname(folder)
-    return folder
-
-
 def latest_checkpoint(folder):
     """The checkpoint with the highest iteration under `folder` (searched recursively), or None."""
     best, best_iter = None, -1
@@ -142,9 +122,3 @@ def latest_checkpoint(folder):
     return best
 
 
-def copy_atomic(src, dst):
-    """Copy a finished checkpoint to another name (the best-by-validation copy)."""
-    tmp = "%s.tmp.%d" % (dst, os.getpid())
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst
