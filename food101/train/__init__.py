@@ -14,15 +14,6 @@ from food101.checkpoint import CheckpointError, latest_checkpoint, load_checkpoi
 from food101.train.config import (Config, ConfigError, default_config, dump_config, load_config,  # noqa: F401
                      parse_overrides)
 from food101.train.loop import Trainer, TrainingError, fine_tune  # noqa: F401
-# prediction and evaluation belong to food101.inference; these names stay here for notebooks,
-# resolved on first use: food101.inference reads checkpoints through this package, so an eager
-# import here would make `import food101.inference` (imported first) a circular import
-_INFERENCE_NAMES = ("ClassificationMetrics", "InferenceModel", "evaluate_model", "load_model",
-                    "predict")
-
-
-def __getattr__(name):
-    if name in _INFERENCE_NAMES:
-        import food101.inference
-        return getattr(food101.inference, name)
-    raise AttributeError("module 'food101.train' has no attribute %r" % name)
+# prediction and evaluation belong to food101.inference; these names stay here for notebooks
+from food101.inference import (ClassificationMetrics, InferenceModel, evaluate_model,  # noqa: F401
+                               load_model, predict)
