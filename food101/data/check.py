@@ -23,7 +23,7 @@ import numpy as np
 
 from food101.data import lmdb_file
 from food101.data.reader import open_env, release_env
-from food101.data.records import RecordDecoder, RecordError, key_source
+from food101.data.records import RecordDecoder, RecordError, key_source, key_text
 from food101.data.writer import read_metadata
 
 
@@ -80,7 +80,7 @@ class CheckReport:
 
 
 def _describe(key):
-    text = key.decode("utf-8", "replace")
+    text = key_text(key)
     source = key_source(key)
     return "%s (from %s)" % (text, source) if source else text
 
@@ -130,7 +130,7 @@ def check_lmdb(path, *, num_classes=None, dark=8.0, bright=247.0, progress=False
                 if source is not None:
                     if source in sources:
                         report.problems.append("duplicate source %s in keys %s and %s" % (
-                            source, sources[source].decode(), key.decode()))
+                            source, key_text(sources[source]), key_text(key)))
                     else:
                         sources[source] = key
                 digest = hashlib.blake2b(image.data, digest_size=16).digest()

@@ -150,7 +150,7 @@ class RecordDecoder:
         self._tails = {}         # label tensor bytes -> label
 
     def fail(self, key, message):
-        raise RecordError("%s: record %r: %s" % (self.path, _key_text(key), message))
+        raise RecordError("%s: record '%s': %s" % (self.path, key_text(key), message))
 
     def decode(self, key, buf):
         """-> (image ndarray (C,H,W) referencing `buf` where possible, label int)."""
@@ -232,16 +232,6 @@ class RecordDecoder:
         return image, int(label.reshape(-1)[0])
 
 
-def _key_text(key):
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        key = bytes(key)
-        try:
-            return key.decode("ascii")
-        except UnicodeDecodeError:
-            return key
-    return key
-
-
 def key_text(key):
     """An LMDB key (bytes) as text for reports, logs and JSON: UTF-8 when it is, with every other
     byte and every control character escaped (\\xNN), so the text names exactly one key.
@@ -259,7 +249,7 @@ def key_text(key):
 
 def key_source(key):
     """The source image id stored in a builder key ("00000012_pizza/123" -> "pizza/123")."""
-    text = _key_text(key)
+    text = key_text(key)
     if isinstance(text, str) and "_" in text:
         position, _, source = text.partition("_")
         if position.isdigit():

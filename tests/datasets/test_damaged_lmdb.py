@@ -112,3 +112,23 @@ def test_strict_verdict_and_exit_code_agree(good_lmdb):
     assert "95 class(es) without records" in result.stdout
     relaxed = _tool(good_lmdb, "--num-classes", "101")
     assert relaxed.returncode == 0 and "OK (1 warning(s))" in relaxed.stdout
+
+
+def test_non_utf8_keys_are_named_as_escaped_text(tmp_path):
+    import lmdb
+    import numpy as np
+    from food101.data import encode_record
+    path = str(tmp_path / "odd_keys")
+    env = lmdb.open(path, map_size=1 << 22)
+    image = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    with env.begin(write=True) as txn:
+        txn.put(b"00000000_caf\xe9/1", encode_record(image, 0))
+        txn.put(b"00000001_caf\xe9/1", encode_record(image.copy(), 1))   # same source, same image
+        txn.put(b"00000002_\xff\xfe", b"not a record")
+    env.close()
+    report = check_lmdb(path, num_classes=2)
+    text = "\n".join(report.problems)
+    assert "duplicate source caf\\xe9/1 in keys 00000000_caf\\xe9/1 and 00000001_caf\\xe9/1" in text
+    assert "record '00000002_\\xff\\xfe'" in text
+    result = _tool(path, "--num-classes", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
