@@ -22,5 +22,5 @@ setup(
         "pyyaml",
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
-                            "six", "future"]},  # six, future: Caffe2's own test helpers (make conformance)
+                            "six", "future", "scipy"]},  # six, future, scipy: Caffe2's own tests (make conformance)
 )
