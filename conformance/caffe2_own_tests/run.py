@@ -50,6 +50,8 @@ EDITS = [
     ("hypothesis >= 3.67 rejects float elements a float32/float16 array cannot hold exactly",
      r"st\.floats\(min_value=-1\.0, max_value=1\.0\)\n",
      "st.floats(min_value=-1.0, max_value=1.0, width=np.finfo(dtype).bits)\n"),
+    ("numpy 2 refuses int()/float() of a 1-element array; [0] takes the element",
+     r"\b(int|float)\((np\.random\.\w+\((?:[^()]*size=1|1)\))\)", r"\1(\2[0])"),
     ("hypothesis 4 removed the `timeout` setting", r",\s*timeout=\d+", ""),
     ("hypothesis 4 removed `average_size` from st.lists", r"average_size=\d+,\s*", ""),
 ]
