@@ -21,5 +21,6 @@ setup(
         "matplotlib",
         "pyyaml",
     ],
-    extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel"]},
+    extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
+                            "six", "future", "scipy"]},  # six, future, scipy: Caffe2's own tests (make conformance)
 )
