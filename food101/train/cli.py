@@ -3,7 +3,6 @@
 Exit codes: 0 done, 1 a run failed, 2 a usage/config problem (message on stderr, no traceback),
 130 interrupted by Ctrl-C after writing a checkpoint.
 """
-import os
 import sys
 
 from food101 import checkpoint as ckpt
