@@ -58,7 +58,7 @@ class CompiledNet(PreparedNet):
         super().__init__(netdef, workspace, check_inputs)
         self.options = options or CompileOptions()
         self._autocast_dtype = getattr(torch, self.options.autocast) if self.options.autocast else None
-        backward_at = self.backward["index"] if self.backward else len(self.steps)
+        backward_at = self.backward.index if self.backward else len(self.steps)
         self.forward_segments = self._segments(self.steps[:backward_at])
         self.update_segments = self._segments(self.steps[backward_at + 1:]) if self.backward else []
         self._keep = self._blobs_needed_later()
@@ -103,7 +103,7 @@ class CompiledNet(PreparedNet):
         for seg in self.forward_segments + self.update_segments:
             keep.update(seg.reads)
         if self.backward:
-            keep.update(self.backward["losses"] + self.backward["seeds"])
+            keep.update(self.backward.losses + self.backward.seeds)
         return keep
 
     # -- running ----------------------------------------------------------------------------
@@ -113,13 +113,14 @@ class CompiledNet(PreparedNet):
         super().run()
 
     def _run_forward(self, blobs, targets):
-        self._run_segments(self.forward_segments, blobs, autocast=True)
+        with torch.enable_grad() if targets is not None else torch.no_grad():
+            self._run_segments(self.forward_segments, blobs, autocast=True)
 
     def _run_updates(self, blobs):
         self._run_segments(self.update_segments, blobs, autocast=False)
 
     def _format_params(self, blobs):
-        for name in (self.backward or {}).get("leaves", []):
+        for name in self.backward.leaves if self.backward else ():
             value = blobs.get(name)
             if isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point():
                 blobs[name] = value.contiguous(memory_format=torch.channels_last)
