@@ -54,10 +54,13 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
             Y = x.amax(dim=dims, keepdim=True)
         return restore_order(with_max_gradient(Y, [x], reduce_dims=dims), order)
     spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
-    if not x.requires_grad and heads == tails and all(2 * h <= s for h, s in zip(heads, spans)):
-        Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations)  # torch pads with -inf itself
-        return restore_order(Y, order)
     tie_rule = x.requires_grad and not x.is_cuda and CPU_TIE_GRADIENT
+    if not tie_rule:
+        ceil_mode = _torch_window(tuple(x.shape[2:]), tuple(kernels), tuple(strides), heads, tails,
+                                  tuple(dilations))
+        if ceil_mode is not None:  # torch pads with -inf itself, no padded copy
+            Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations, ceil_mode=ceil_mode)
+            return restore_order(Y, order)
     if tie_rule and max_pool_kernel.supports(x, kernels) and not torch.compiler.is_compiling():
         out_sizes = tuple((n + h + t - s) // st + 1
                           for n, h, t, s, st in zip(x.shape[2:], heads, tails, spans, strides))
@@ -72,6 +75,38 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
         return restore_order(_MAX_POOL[ndim](x, kernels, strides, 0, dilations), order)
     Y = _TiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(dilations))
     return restore_order(Y, order)
+
+
+def _torch_window(sizes, kernels, strides, heads, tails, dilations):
+    """ceil_mode (False or True) under which torch's pooling with padding `heads` covers the
+    same windows as (heads, tails), e.g. Caffe's ceil-mode legacy_pad=3; None if neither does.
+    Memoised: a net meets the same few geometries every iteration."""
+    key = (sizes, kernels, strides, heads, tails, dilations)
+    if key not in _TORCH_WINDOWS:
+        _TORCH_WINDOWS[key] = _match_torch_window(*key)
+    return _TORCH_WINDOWS[key]
+
+
+_TORCH_WINDOWS = {}
+
+
+def _match_torch_window(sizes, kernels, strides, heads, tails, dilations):
+    spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
+    if any(2 * h > span for h, span in zip(heads, spans)):
+        return None  # torch allows at most half a window of padding
+    wanted = [(n + h + t - span) // s + 1
+              for n, h, t, span, s in zip(sizes, heads, tails, spans, strides)]
+    for ceil_mode in (False, True):
+        outs = []
+        for n, h, span, s in zip(sizes, heads, spans, strides):
+            extent = n + 2 * h - span
+            out = (-(-extent // s) if ceil_mode else extent // s) + 1
+            if ceil_mode and (out - 1) * s >= n + h:  # torch: the last window starts inside
+                out -= 1
+            outs.append(out)
+        if outs == wanted:
+            return ceil_mode
+    return None
 
 
 class _CompiledTiedMaxPool(torch.autograd.Function):
