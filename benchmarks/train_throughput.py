@@ -84,7 +84,7 @@ def project_step(food, scenario, device, data, labels, compile_options):
 
 # ---------------------------------------------------------------- the hand-written baseline
 def module_step(weights, scenario, device, data, labels, compiled=True, bf16=True,
-                channels_last=True):
+                channels_last=True, backend="inductor"):
     trainable = None if scenario == "full" else {"conv10_w", "conv10_b"}
     module = SqueezeNet(weights, trainable=trainable).to(device)
     if channels_last:
@@ -101,7 +101,7 @@ def module_step(weights, scenario, device, data, labels, compiled=True, bf16=Tru
             probs = module(x)
         return label_cross_entropy(probs.float(), y)
 
-    loss_fn = torch.compile(forward_loss) if compiled else forward_loss
+    loss_fn = torch.compile(forward_loss, backend=backend) if compiled else forward_loss
     x = data.contiguous(memory_format=torch.channels_last) if channels_last else data
 
     def step():
@@ -165,6 +165,8 @@ def main(argv=None):
     parser.add_argument("--scenarios", default="frozen,full")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend (aot_eager: a quick check without codegen)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -179,10 +181,10 @@ def main(argv=None):
     print("settings: %s, %s, %s, batch %d at %dx%d" % (
         device, "bf16 autocast" if bf16 else "fp32", "channels_last" if channels_last else "NCHW",
         args.batch, args.size, args.size), flush=True)
-    options = CompileOptions(backend="inductor", channels_last=channels_last,
+    options = CompileOptions(backend=args.backend, channels_last=channels_last,
                              autocast="bfloat16" if bf16 else None,
                              mode="reduce-overhead" if args.cudagraphs else None, keep_all_blobs=False)
-    module_settings = dict(bf16=bf16, channels_last=channels_last)
+    module_settings = dict(bf16=bf16, channels_last=channels_last, backend=args.backend)
 
     location = zoo.locate_squeezenet()
     food = zoo.replace_classifier(location.load(), NUM_CLASSES)
