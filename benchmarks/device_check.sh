@@ -35,8 +35,8 @@ cd "$REPO"
 
 if [ "$DRY_RUN" = 1 ]; then
   DEVICE=cpu; GPU_FLAG=--cpu
-  CUDA_TESTS_S=${CUDA_TESTS_S:-300}; THROUGHPUT_S=${THROUGHPUT_S:-300}; DATA_S=${DATA_S:-120}; TRAIN_S=${TRAIN_S:-25}
-  THROUGHPUT_ARGS=(--device cpu --batch 4 --size 67 --iters 2 --warmup 1 --records 32 --backend aot_eager)
+  CUDA_TESTS_S=${CUDA_TESTS_S:-300}; THROUGHPUT_S=${THROUGHPUT_S:-900}; DATA_S=${DATA_S:-300}; TRAIN_S=${TRAIN_S:-150}
+  THROUGHPUT_ARGS=(--device cpu --batch 4 --size 67 --iters 1 --warmup 1 --records 32 --backend aot_eager)
 else
   DEVICE=cuda; GPU_FLAG=--gpu
   CUDA_TESTS_S=${CUDA_TESTS_S:-100}; THROUGHPUT_S=${THROUGHPUT_S:-240}; DATA_S=${DATA_S:-40}; TRAIN_S=${TRAIN_S:-120}

@@ -6,6 +6,8 @@ Prints milliseconds per iteration and the ratio runtime / hand-written twice: wi
 one-maximum MaxPool rule (the same kernels as the module: the interpreter's own overhead), then,
 last, the default: Caffe2's CPU MaxPool gradient rule (every tied maximum gets the gradient;
 target <= 1.05). Contenders alternate for --rounds rounds; each keeps its best median.
+Before those, the batch-1 forward ratio (the zoo predict net through RunNet vs the module under
+no_grad; target <= 1.2), where per-op interpreter cost weighs most.
 
     python benchmarks/runtime_overhead.py [--batch 16] [--size 128] [--iters 10] [--rounds 3]
 """
@@ -55,6 +57,7 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per round (median)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (best is kept)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--skip-batch1", action="store_true", help="skip the batch-1 inference ratio")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,6 +98,8 @@ def main(argv=None):
         for name, fn in contenders.items():
             best[name] = min(best[name], time_it(fn, args.iters, warmup=1))
     manual_s, same_kernels_s, runtime_s = best["module"], best["one_max"], best["default"]
+    if not args.skip_batch1:
+        inference_ratio(model, module, args)
     print("SqueezeNet forward+backward, CPU, batch %d at %dx%d, %d threads, best of %d rounds"
           % (args.batch, args.size, args.size, torch.get_num_threads(), args.rounds))
     print("  hand-written module                      %8.2f ms/iter" % (manual_s * 1e3))
@@ -103,6 +108,33 @@ def main(argv=None):
     print("  workspace.RunNet, Caffe2 CPU tie rule    %8.2f ms/iter  ratio %.3f (the default; "
           "target <= 1.05)" % (runtime_s * 1e3, runtime_s / manual_s))
     return runtime_s / manual_s
+
+
+def inference_ratio(model, module, args):
+    """Batch 1 forward (the zoo predict net through RunNet vs the module under no_grad): here
+    per-op interpreter cost is largest relative to the kernels (target <= 1.2)."""
+    rng = np.random.RandomState(1)
+    data = (rng.rand(1, 3, args.size, args.size) * 255 - 120).astype(np.float32)
+    workspace.FeedBlob("data", data)
+    net = core.Net(model.predict_net)
+    workspace.CreateNet(net, overwrite=True)
+    x = torch.from_numpy(data)
+
+    def hand_written():
+        with torch.no_grad():
+            module(x)
+
+    contenders = {"module": hand_written, "runtime": lambda: workspace.RunNet(net.Proto().name)}
+    best = {name: float("inf") for name in contenders}
+    for _ in range(args.rounds):
+        for name, fn in contenders.items():
+            best[name] = min(best[name], time_it(fn, args.iters * 3, warmup=2))
+    print("SqueezeNet forward (inference), CPU, batch 1 at %dx%d, %d threads, best of %d rounds"
+          % (args.size, args.size, torch.get_num_threads(), args.rounds))
+    print("  hand-written module                      %8.2f ms/iter" % (best["module"] * 1e3))
+    print("  workspace.RunNet                         %8.2f ms/iter  ratio %.3f (target <= 1.2)"
+          % (best["runtime"] * 1e3, best["runtime"] / best["module"]))
+    return best["runtime"] / best["module"]
 
 
 if __name__ == "__main__":
