@@ -20,6 +20,7 @@ setup(
         "tqdm",
         "matplotlib",
         "pyyaml",
+        "numba",  # Caffe2's CPU MaxPool tie rule as a compiled loop; the wheel carries LLVM
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
                             "six", "future", "scipy"]},  # six, future, scipy: Caffe2's own tests (make conformance)

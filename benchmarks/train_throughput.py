@@ -6,16 +6,20 @@ One run, one process, the same zoo weights and batches for every contender:
   (b) full     training: every layer trained
   contenders   compiled  workspace.CreateNet(compile=CompileOptions(channels_last, bf16, inductor))
                eager     workspace.CreateNet() (the op-by-op interpreter, fp32)
-               module    a hand-written nn.Module SqueezeNet, channels_last + bf16 + torch.compile,
-                         torch.optim.SGD (Nesterov momentum, weight decay) -- the same settings
+               module    a hand-written nn.Module SqueezeNet, torch.compile'd, the same memory
+                         order and autocast, torch.optim.SGD (Nesterov momentum, weight decay)
+  settings     --bf16/--channels-last auto: on CUDA; on a CPU only where it has native bf16
+               (AVX512-BF16/AMX) or AVX512 (NHWC convolutions); otherwise fp32 NCHW
   pipeline     LMDB reader + GPU crop/mirror/mean alone, and end-to-end LMDB -> compiled training
 
 Prints images/s and the ratios compiled/module, compiled/eager and end-to-end/model-only.
 
     python benchmarks/train_throughput.py                       # CUDA, batch 256 at 227x227
+    python benchmarks/train_throughput.py --device cpu --batch 16 --size 128   # the CPU figure
     python benchmarks/train_throughput.py --device cpu --batch 4 --size 67 --iters 2   # smoke run
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -29,7 +33,7 @@ from squeezenet_module import SqueezeNet, label_cross_entropy  # noqa: E402
 
 from food101 import zoo  # noqa: E402
 from food101.caffe2 import core, optimizer, workspace  # noqa: E402
-from food101.caffe2.compiled import CompileOptions  # noqa: E402
+from food101.caffe2.compiled import CompileOptions, cpu_accelerates  # noqa: E402
 from food101.data import augment  # noqa: E402
 from food101.data.reader import LMDBReader  # noqa: E402
 from food101.data.records import encode_record  # noqa: E402
@@ -79,9 +83,12 @@ def project_step(food, scenario, device, data, labels, compile_options):
 
 
 # ---------------------------------------------------------------- the hand-written baseline
-def module_step(weights, scenario, device, data, labels, compiled=True):
+def module_step(weights, scenario, device, data, labels, compiled=True, bf16=True,
+                channels_last=True, backend="inductor"):
     trainable = None if scenario == "full" else {"conv10_w", "conv10_b"}
-    module = SqueezeNet(weights, trainable=trainable).to(device).to(memory_format=torch.channels_last)
+    module = SqueezeNet(weights, trainable=trainable).to(device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
     params = [p for p in module.parameters() if p.requires_grad]
     decay = [p for n, p in module.named_parameters() if p.requires_grad and n.endswith("_w")]
     other = [p for n, p in module.named_parameters() if p.requires_grad and not n.endswith("_w")]
@@ -90,12 +97,12 @@ def module_step(weights, scenario, device, data, labels, compiled=True):
     autocast_device = device.type
 
     def forward_loss(x, y):
-        with torch.autocast(autocast_device, dtype=torch.bfloat16):
+        with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=bf16):
             probs = module(x)
         return label_cross_entropy(probs.float(), y)
 
-    loss_fn = torch.compile(forward_loss) if compiled else forward_loss
-    x = data.contiguous(memory_format=torch.channels_last)
+    loss_fn = torch.compile(forward_loss, backend=backend) if compiled else forward_loss
+    x = data.contiguous(memory_format=torch.channels_last) if channels_last else data
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -120,8 +127,8 @@ def synthetic_lmdb(path, count, size, seed=0):
     return path
 
 
-def pipeline_batches(reader, device, crop):
-    aug = augment.Augment(crop, train=True, device=device, channels_last=True,
+def pipeline_batches(reader, device, crop, channels_last=True):
+    aug = augment.Augment(crop, train=True, device=device, channels_last=channels_last,
                           generator=torch.Generator(device=device).manual_seed(0))
     iterator = iter(reader)
 
@@ -151,6 +158,15 @@ def main(argv=None):
     parser.add_argument("--reader-threads", type=int, default=4)
     parser.add_argument("--cudagraphs", action="store_true", help="compile with mode=reduce-overhead")
     parser.add_argument("--skip-eager", action="store_true")
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 autocast (auto: on CUDA, or on a CPU with native bf16)")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                        help="NHWC memory order (auto: on CUDA, or on an AVX512 CPU)")
+    parser.add_argument("--scenarios", default="frozen,full")
+    parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend (aot_eager: a quick check without codegen)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -158,9 +174,17 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         print("GPU:", torch.cuda.get_device_name(device))
-    backend = "inductor"
-    options = CompileOptions(backend=backend, channels_last=True, autocast="bfloat16",
+    on_cuda = device.type == "cuda"
+    bf16 = {"on": True, "off": False}.get(args.bf16, on_cuda or cpu_accelerates("bfloat16"))
+    channels_last = {"on": True, "off": False}.get(
+        args.channels_last, on_cuda or cpu_accelerates("channels_last"))
+    print("settings: %s, %s, %s, batch %d at %dx%d" % (
+        device, "bf16 autocast" if bf16 else "fp32", "channels_last" if channels_last else "NCHW",
+        args.batch, args.size, args.size), flush=True)
+    options = CompileOptions(backend=args.backend, channels_last=channels_last,
+                             autocast="bfloat16" if bf16 else None,
                              mode="reduce-overhead" if args.cudagraphs else None, keep_all_blobs=False)
+    module_settings = dict(bf16=bf16, channels_last=channels_last, backend=args.backend)
 
     location = zoo.locate_squeezenet()
     food = zoo.replace_classifier(location.load(), NUM_CLASSES)
@@ -174,9 +198,10 @@ def main(argv=None):
 
     results = {}
     bench = dict(batch=args.batch, iters=args.iters, warmup=args.warmup, device=device)
-    for scenario in ("frozen", "full"):
+    scenarios = args.scenarios.split(",")
+    for scenario in scenarios:
         results[scenario, "module"] = images_per_second(
-            module_step(weights, scenario, device, data, labels), **bench)
+            module_step(weights, scenario, device, data, labels, **module_settings), **bench)
         results[scenario, "compiled"] = images_per_second(
             project_step(food, scenario, device, data, labels, options), **bench)
         if not args.skip_eager:
@@ -187,12 +212,49 @@ def main(argv=None):
                 print("%-6s %-9s %10.1f images/s" % (scenario, contender, results[scenario, contender]),
                       flush=True)
 
+    if not args.skip_pipeline:
+        results.update(pipeline_rates(args, device, food, data, labels, options, bench))
+    print()
+    figures = {"device": str(device), "batch": args.batch, "size": args.size,
+               "bf16": bf16, "channels_last": channels_last}
+    for scenario in scenarios:
+        for contender in ("compiled", "eager", "module"):
+            if (scenario, contender) in results:
+                figures["%s_%s_images_per_second" % (scenario, contender)] = results[scenario, contender]
+        figures["%s_compiled_over_module" % scenario] = (
+            results[scenario, "compiled"] / results[scenario, "module"])
+        line = "%s: compiled / hand-written module = %.2f" % (
+            scenario, figures["%s_compiled_over_module" % scenario])
+        if (scenario, "eager") in results:
+            figures["%s_compiled_over_eager" % scenario] = (
+                results[scenario, "compiled"] / results[scenario, "eager"])
+            line += ", compiled / eager = %.2f" % figures["%s_compiled_over_eager" % scenario]
+        print(line)
+    if "end_to_end" in results and ("frozen", "compiled") in results:
+        figures["pipeline_images_per_second"] = results["pipeline"]
+        figures["end_to_end_images_per_second"] = results["end_to_end"]
+        figures["end_to_end_over_model_only"] = results["end_to_end"] / results["frozen", "compiled"]
+        print("end-to-end / model-only (frozen, compiled) = %.2f" % figures["end_to_end_over_model_only"])
+    if ("full", "compiled") in results:
+        print("full training, compiled: %.0f images/s" % results["full", "compiled"])
+    if device.type == "cuda":
+        figures["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        print("peak GPU memory: %.2f GiB" % (figures["peak_memory_bytes"] / 2 ** 30))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=1)
+    return figures
+
+
+def pipeline_rates(args, device, food, data, labels, options, bench):
+    """LMDB reader + augmentation alone, and end-to-end LMDB -> compiled frozen training."""
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = args.lmdb or synthetic_lmdb(os.path.join(tmp, "bench.lmdb"), args.records,
                                            max(256, args.size + 1))
         reader = LMDBReader(path, args.batch, shuffle=True, drop_last=True, prefetch=8,
                             num_threads=args.reader_threads, pin_memory=device.type == "cuda")
-        next_batch = pipeline_batches(reader, device, args.size)
+        next_batch = pipeline_batches(reader, device, args.size, bool(options.channels_last))
         results["pipeline"] = images_per_second(lambda: next_batch(), **bench)
         step = project_step(food, "frozen", device, data, labels, options)
 
@@ -206,16 +268,6 @@ def main(argv=None):
         reader.close()
     print("pipeline  LMDB+augment        %10.1f images/s" % results["pipeline"])
     print("frozen    end-to-end from LMDB %10.1f images/s" % results["end_to_end"])
-    print()
-    for scenario in ("frozen", "full"):
-        line = "%s: compiled / hand-written module = %.2f" % (
-            scenario, results[scenario, "compiled"] / results[scenario, "module"])
-        if (scenario, "eager") in results:
-            line += ", compiled / eager = %.2f" % (results[scenario, "compiled"] / results[scenario, "eager"])
-        print(line)
-    print("end-to-end / model-only (frozen, compiled) = %.2f"
-          % (results["end_to_end"] / results["frozen", "compiled"]))
-    print("full training, compiled: %.0f images/s" % results["full", "compiled"])
     return results
 
 

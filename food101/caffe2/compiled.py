@@ -18,12 +18,13 @@ Difference from eager mode, by design: gradients are written for the net's leave
 fed inputs), not for intermediate activations, whose gradients a fused graph never materialises.
 """
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from food101.caffe2.executor import AUTOGRAD_OP, PreparedNet
+from food101.caffe2.executor import AUTOGRAD_OP, CUDA, PreparedNet
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,41 @@ EAGER_ONLY = frozenset({
 class CompileOptions:
     backend: object = "inductor"     # a torch.compile backend name or callable; "aot_eager": quick CPU checks
     mode: Optional[str] = None       # "reduce-overhead" = CUDA graphs, "max-autotune", ...
-    channels_last: bool = False      # 4-D float blobs in NHWC memory order (faster convs on GPU)
+    channels_last: Optional[bool] = None  # 4-D float blobs in NHWC memory order; None: on CUDA
+                                          # only (faster convs there, slower on AVX2 CPUs)
     autocast: Optional[str] = None   # "bfloat16": forward in bf16, params/grads/loss stay fp32
     keep_all_blobs: bool = True      # False: only blobs read later or listed as outputs survive
+
+
+def cpu_accelerates(feature):
+    """Whether this CPU runs `feature` ("bfloat16" or "channels_last") faster than fp32 NCHW:
+    bf16 needs native bf16 instructions (AVX512-BF16 / AMX), NHWC convolutions pay off with
+    AVX512 (on AVX2 torch's NCHW kernels are faster: measured in benchmarks/train_throughput.py)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if feature == "bfloat16":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    if feature == "channels_last":
+        return capability.startswith("AVX512")
+    raise ValueError("unknown feature %r" % (feature,))
+
+
+def _warn_slow_options(options, channels_last, on_cuda, net_name):
+    """A warning for each option that makes this device slower, not faster."""
+    if on_cuda:
+        return
+    if options.autocast and not cpu_accelerates(options.autocast):
+        warnings.warn("net %r: autocast=%r on a CPU without native %s instructions (capability "
+                      "%s) runs slower than fp32; leave autocast unset on this machine"
+                      % (net_name, options.autocast, options.autocast,
+                         torch.backends.cpu.get_cpu_capability()), RuntimeWarning, stacklevel=3)
+    if channels_last and not cpu_accelerates("channels_last"):
+        warnings.warn("net %r: channels_last=True on this CPU (capability %s) makes convolutions "
+                      "slower than NCHW; leave channels_last unset (it is then used on CUDA only)"
+                      % (net_name, torch.backends.cpu.get_cpu_capability()), RuntimeWarning,
+                      stacklevel=3)
 
 
 class _Segment:
@@ -57,8 +90,13 @@ class CompiledNet(PreparedNet):
     def __init__(self, netdef, workspace, options=None, check_inputs=True):
         super().__init__(netdef, workspace, check_inputs)
         self.options = options or CompileOptions()
+        on_cuda = any(step.op.device_option.device_type == CUDA for step in self.steps) or (
+            netdef.HasField("device_option") and netdef.device_option.device_type == CUDA)
+        self.channels_last = (on_cuda if self.options.channels_last is None
+                              else bool(self.options.channels_last))
+        _warn_slow_options(self.options, self.channels_last, on_cuda, self.name)
         self._autocast_dtype = getattr(torch, self.options.autocast) if self.options.autocast else None
-        backward_at = self.backward["index"] if self.backward else len(self.steps)
+        backward_at = self.backward.index if self.backward else len(self.steps)
         self.forward_segments = self._segments(self.steps[:backward_at])
         self.update_segments = self._segments(self.steps[backward_at + 1:]) if self.backward else []
         self._keep = self._blobs_needed_later()
@@ -103,23 +141,24 @@ class CompiledNet(PreparedNet):
         for seg in self.forward_segments + self.update_segments:
             keep.update(seg.reads)
         if self.backward:
-            keep.update(self.backward["losses"] + self.backward["seeds"])
+            keep.update(self.backward.losses + self.backward.seeds)
         return keep
 
     # -- running ----------------------------------------------------------------------------
     def run(self):
-        if self.options.channels_last and not self._params_formatted:
+        if self.channels_last and not self._params_formatted:
             self._format_params(self.workspace.blobs)
         super().run()
 
     def _run_forward(self, blobs, targets):
-        self._run_segments(self.forward_segments, blobs, autocast=True)
+        with torch.enable_grad() if targets is not None else torch.no_grad():
+            self._run_segments(self.forward_segments, blobs, autocast=True)
 
     def _run_updates(self, blobs):
         self._run_segments(self.update_segments, blobs, autocast=False)
 
     def _format_params(self, blobs):
-        for name in (self.backward or {}).get("leaves", []):
+        for name in self.backward.leaves if self.backward else ():
             value = blobs.get(name)
             if isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point():
                 blobs[name] = value.contiguous(memory_format=torch.channels_last)
@@ -136,7 +175,7 @@ class CompiledNet(PreparedNet):
                     self._run_steps_of(seg, blobs)  # raises the eager runtime's clear error
                     break
                 value = blobs[name]
-                if (self.options.channels_last and isinstance(value, torch.Tensor)
+                if (self.channels_last and isinstance(value, torch.Tensor)
                         and value.dim() == 4 and value.is_floating_point()):
                     value = value.contiguous(memory_format=torch.channels_last)
                 env[name] = value
@@ -208,4 +247,4 @@ def is_compiled_type(net_type):
     return net_type in ("compiled", "torch_compile")
 
 
-__all__ = ["CompiledNet", "CompileOptions", "EAGER_ONLY", "AUTOGRAD_OP", "is_compiled_type"]
+__all__ = ["CompiledNet", "CompileOptions", "cpu_accelerates", "EAGER_ONLY", "AUTOGRAD_OP", "is_compiled_type"]

@@ -21,12 +21,15 @@ In-place names (`Relu conv1 -> conv1`) are rebound, never mutated, so autograd s
 version. `<blob>_grad` is the gradient of the blob's *first* version in the net, which is
 what Caffe2's in-place gradient chain leaves in that blob.
 """
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
 import torch
 
 from food101.caffe2 import errors
 from food101.caffe2.errors import Caffe2Error, MissingBlobError, OperatorError, closest
 from food101.caffe2.ops.registry import lookup, operator, parse_arguments
-from food101.caffe2.utils import ArgsToDict, make_op
+from food101.caffe2.utils import ArgsToDict, make_op, set_arg
 
 AUTOGRAD_OP = "AutogradGradient"
 CPU, CUDA = 0, 1
@@ -124,12 +127,26 @@ class OpContext:
         return self.workspace.generator(self.device)
 
 
+@dataclass(frozen=True)
+class BackwardSpec:
+    """What a net's AutogradGradient op asks for, worked out once when the net is prepared."""
+    index: int                     # the op's position in the net
+    losses: List[str]              # differentiated blobs ...
+    seeds: List[str]               # ... and the blobs holding dLoss (1.0 fills or fed gradients)
+    wrt: List[str]                 # blobs that receive a gradient, in forward order
+    outputs: List[str]             # their gradient blobs (<blob>_grad), same order
+    leaves: List[str]              # wrt blobs read from the workspace before any op writes them
+    captures: Dict[int, List[Tuple[int, str]]]  # op index -> [(output position, wrt blob)]
+    record_from: int               # the first op that autograd must record
+
+
 class Step:
-    __slots__ = ("fn", "inputs", "outputs", "kwargs", "op", "index", "where")
+    __slots__ = ("fn", "inputs", "outputs", "kwargs", "op", "index", "where", "single")
 
     def __init__(self, fn, inputs, outputs, kwargs, op, index, where):
         self.fn, self.inputs, self.outputs, self.kwargs = fn, inputs, outputs, kwargs
         self.op, self.index, self.where = op, index, where
+        self.single = outputs[0] if len(outputs) == 1 else None  # the fast binding path
 
 
 def describe_op(net_name, index, op):
@@ -184,19 +201,61 @@ class PreparedNet:
         # leaf taken from the workspace; otherwise the first op that writes it.
         first_write = {}
         leaves = []
+        first_read = index
         for step_index, fwd in enumerate(self.netdef.op[:index]):
             for name in fwd.input:
                 if name in wrt and name not in first_write and name not in leaves:
                     leaves.append(name)
+                    first_read = min(first_read, step_index)
             for position, name in enumerate(fwd.output):
                 if name in wrt and name not in first_write and name not in leaves:
                     first_write[name] = (step_index, position)
         captures = {}
         for name, (step_index, position) in first_write.items():
             captures.setdefault(step_index, []).append((position, name))
-        return dict(index=index, losses=losses, seeds=seeds, wrt=wrt, outputs=list(op.output),
-                    leaves=leaves, captures=captures)
+        # Before the first op that reads a leaf or writes a target nothing can require a
+        # gradient (a frozen backbone up to its StopGradient): those ops run without recording.
+        record_from = min([first_read] + list(captures))
+        return BackwardSpec(index=index, losses=losses, seeds=seeds, wrt=wrt,
+                            outputs=list(op.output), leaves=leaves, captures=captures,
+                            record_from=record_from)
 
+    # -- what training and diagnostics may use --------------------------------------------
+    @property
+    def forward_end(self):
+        """The index of the AutogradGradient op: ops before it are the forward pass (all ops
+        when the net has no gradient op)."""
+        return self.backward.index if self.backward is not None else len(self.steps)
+
+    def __len__(self):
+        return len(self.steps)
+
+    def set_op_arguments(self, index, **values):
+        """Set arguments of op `index` (in the net's own NetDef copy) and re-parse them, so the
+        next run, eager or compiled, uses them. E.g. `net.set_op_arguments(i, base_lr=-0.005)`."""
+        step = self.steps[index]
+        for key, value in values.items():
+            set_arg(step.op, key, value)
+        schema = lookup(step.op.type, self.name)
+        try:
+            kwargs = parse_arguments(schema, step.op)
+        except Caffe2Error as e:
+            raise type(e)("%s: %s" % (step.where, e)) from None
+        if "ctx" in step.kwargs:
+            kwargs["ctx"] = step.kwargs["ctx"]
+        # in place: a compiled net's generated code holds this very dict
+        step.kwargs.clear()
+        step.kwargs.update(kwargs)
+
+    def run_steps(self, start=0, stop=None, observe=None):
+        """Run ops [start, stop) against the workspace as plain ops, without autograd (the
+        gradient op cannot run this way). observe(index, inputs, outputs), if given, is called
+        after each op with its input values and its output values (a tuple)."""
+        stop = len(self.steps) if stop is None else stop
+        with torch.no_grad():
+            self._run_steps(self.workspace.blobs, start, stop, None, observe)
+
+    # -- running ------------------------------------------------------------------------------
     def run(self):
         blobs = self.workspace.blobs
         if self.backward is None:
@@ -204,14 +263,13 @@ class PreparedNet:
                 self._run_forward(blobs, None)
             return
         targets, injected = {}, {}
-        for name in self.backward["leaves"]:
+        for name in self.backward.leaves:
             value = blobs.get(name)
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 leaf = value.detach().requires_grad_(True)
                 blobs[name] = injected[name] = targets[name] = leaf
         try:
-            with torch.enable_grad():
-                self._run_forward(blobs, targets)
+            self._run_forward(blobs, targets)
             self._run_backward(blobs, targets)
         finally:
             for name, leaf in injected.items():  # the workspace keeps plain tensors
@@ -221,62 +279,68 @@ class PreparedNet:
             self._run_updates(blobs)
 
     def _run_forward(self, blobs, targets):
-        """The ops before the gradient op (all ops when there is none)."""
-        stop = self.backward["index"] if self.backward else len(self.steps)
-        self._run_steps(blobs, 0, stop, targets)
+        """The ops before the gradient op (all ops when there is none); with gradients, autograd
+        records from backward.record_from on."""
+        if targets is None:
+            self._run_steps(blobs, 0, self.forward_end, None)
+            return
+        with torch.no_grad():
+            self._run_steps(blobs, 0, self.backward.record_from, None)
+        with torch.enable_grad():
+            self._run_steps(blobs, self.backward.record_from, self.backward.index, targets)
 
     def _run_updates(self, blobs):
         """The ops after the gradient op (optimizer updates), without autograd."""
-        self._run_steps(blobs, self.backward["index"] + 1, len(self.steps), None)
+        self._run_steps(blobs, self.backward.index + 1, len(self.steps), None)
 
-    def _run_steps(self, blobs, start, stop, targets):
-        captures = self.backward["captures"] if targets is not None else {}
+    def _run_steps(self, blobs, start, stop, targets, observe=None):
+        """Ops [start, stop): read inputs, call, bind outputs. `targets` (gradient targets,
+        while recording) receives the blobs captured by the backward spec."""
+        captures = self.backward.captures if targets is not None else None
         for step in self.steps[start:stop]:
             try:
                 inputs = [blobs[name] for name in step.inputs]
-            except KeyError:
-                missing = next(n for n in step.inputs if n not in blobs)
-                raise MissingBlobError(_missing_message(step.where, missing, blobs)) from None
-            try:
                 result = step.fn(*inputs, **step.kwargs)
-            except Caffe2Error as e:
-                raise type(e)("%s: %s" % (step.where, e)) from None
-            except (RuntimeError, ValueError, TypeError, IndexError) as e:
-                raise OperatorError("%s failed on inputs %s: %s" % (
-                    step.where, _describe_inputs(step.inputs, inputs), str(e).strip())) from None
-            if not isinstance(result, tuple):
-                result = (result,) if result is not None else ()
-            if len(result) < len(step.outputs):
-                raise OperatorError("%s: produced %d outputs, the op asks for %d (%s)" % (
-                    step.where, len(result), len(step.outputs), list(step.outputs)))
-            for name, value in zip(step.outputs, result):
+            except Exception as e:  # noqa: BLE001 - re-raised below, with the op named
+                raise _op_failure(step, blobs, e) from None
+            name = step.single
+            if name is not None and type(result) is not tuple and result is not None:
+                blobs[name] = result  # the common case: one tensor for one output
+                result = (result,)
+            else:
+                result = _bind_outputs(step, blobs, result)
+            if observe is not None:
+                observe(step.index, inputs, result)
+            if captures and step.index in captures:
+                self._capture(blobs, targets, captures[step.index], result)
+
+    @staticmethod
+    def _capture(blobs, targets, positions, result):
+        for position, name in positions:
+            if name in targets:
+                continue
+            value = result[position]
+            if (isinstance(value, torch.Tensor) and value.is_floating_point()
+                    and not value.requires_grad):
+                # e.g. StopGradient's output: Caffe2 still writes its gradient, and
+                # the path stops there because this fresh leaf has no history.
+                value = value.detach().requires_grad_(True)
                 blobs[name] = value
-            if step.index in captures:
-                for position, name in captures[step.index]:
-                    if name in targets:
-                        continue
-                    value = result[position]
-                    if (isinstance(value, torch.Tensor) and value.is_floating_point()
-                            and not value.requires_grad):
-                        # e.g. StopGradient's output: Caffe2 still writes its gradient, and
-                        # the path stops there because this fresh leaf has no history.
-                        value = value.detach().requires_grad_(True)
-                        blobs[name] = value
-                    targets[name] = value
+            targets[name] = value
 
     def _run_backward(self, blobs, targets):
         bw = self.backward
         losses, seeds = [], []
-        for loss_name, seed_name in zip(bw["losses"], bw["seeds"]):
+        for loss_name, seed_name in zip(bw.losses, bw.seeds):
             for name in (loss_name, seed_name):
                 if name not in blobs:
                     raise MissingBlobError(_missing_message(
-                        describe_op(self.name, bw["index"], self.netdef.op[bw["index"]]), name, blobs))
+                        describe_op(self.name, bw.index, self.netdef.op[bw.index]), name, blobs))
             loss = blobs[loss_name]
             if isinstance(loss, torch.Tensor) and loss.requires_grad:
                 losses.append(loss)
                 seeds.append(blobs[seed_name].to(loss.dtype).reshape(loss.shape))
-        wanted = [(name, out) for name, out in zip(bw["wrt"], bw["outputs"])
+        wanted = [(name, out) for name, out in zip(bw.wrt, bw.outputs)
                   if isinstance(targets.get(name), torch.Tensor) and targets[name].requires_grad]
         grads = [None] * len(wanted)
         if losses and wanted:
@@ -284,6 +348,32 @@ class PreparedNet:
                                         allow_unused=True)
         for (name, out), grad in zip(wanted, grads):
             blobs[out] = torch.zeros_like(targets[name]) if grad is None else grad.detach()
+
+
+def _op_failure(step, blobs, error):
+    """The clear error for an op that could not run: a missing input, or the op's own."""
+    missing = next((n for n in step.inputs if n not in blobs), None)
+    if missing is not None:
+        return MissingBlobError(_missing_message(step.where, missing, blobs))
+    if isinstance(error, Caffe2Error):
+        return type(error)("%s: %s" % (step.where, error))
+    if isinstance(error, (RuntimeError, ValueError, TypeError, IndexError)):
+        inputs = [blobs[name] for name in step.inputs]
+        return OperatorError("%s failed on inputs %s: %s" % (
+            step.where, _describe_inputs(step.inputs, inputs), str(error).strip()))
+    return error
+
+
+def _bind_outputs(step, blobs, result):
+    """Bind an op's result (a tensor, a tuple, or None) to its outputs; extras are dropped."""
+    if not isinstance(result, tuple):
+        result = (result,) if result is not None else ()
+    if len(result) < len(step.outputs):
+        raise OperatorError("%s: produced %d outputs, the op asks for %d (%s)" % (
+            step.where, len(result), len(step.outputs), list(step.outputs)))
+    for name, value in zip(step.outputs, result):
+        blobs[name] = value
+    return result
 
 
 def _describe_inputs(names, values):

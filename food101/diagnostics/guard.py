@@ -42,7 +42,6 @@ import torch
 
 from food101.caffe2.executor import PreparedNet
 from food101.caffe2.ops.learning_rate import scale_base_lr
-from food101.caffe2.ops.registry import lookup, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.utils import ArgsToDict
 from food101.caffe2.workspace import Workspace
@@ -154,26 +153,22 @@ def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
     if rng:
         ws.set_rng_state(rng)
     net = PreparedNet(netdef, ws, check_inputs=False)
-    stop = net.backward["index"] if net.backward else len(net.steps)
-    with torch.no_grad():
-        for step in net.steps[:stop]:
-            try:
-                inputs = [ws.blobs[n] for n in step.inputs]
-                result = step.fn(*inputs, **step.kwargs)
-            except Exception as e:  # report, don't raise: this runs while handling a failure
-                error = "%s: %s" % (step.where, e)
-                break
-            if not isinstance(result, tuple):
-                result = (result,) if result is not None else ()
-            inputs_finite = all(_nonfinite_count(v) == 0 for v in inputs)
-            for name, value in zip(step.outputs, result):
-                ws.blobs[name] = value
-                count = _nonfinite_count(value)
-                if count:
-                    note(name, "forward", step.index, count)
-                    if origin is None and inputs_finite:
-                        origin = dict(_describe_step(netdef, step.index), blob=name,
-                                      inputs=list(step.inputs))
+
+    def observe(index, inputs, outputs):
+        nonlocal origin
+        inputs_finite = all(_nonfinite_count(v) == 0 for v in inputs)
+        for name, value in zip(netdef.op[index].output, outputs):
+            count = _nonfinite_count(value)
+            if count:
+                note(name, "forward", index, count)
+                if origin is None and inputs_finite:
+                    origin = dict(_describe_step(netdef, index), blob=name,
+                                  inputs=list(netdef.op[index].input))
+
+    try:
+        net.run_steps(0, net.forward_end, observe=observe)
+    except Exception as e:  # report, don't raise: this runs while handling a failure
+        error = str(e)
     forward_blobs = dict(ws.blobs)
     losses = _loss_blobs(netdef)
     final_blobs = forward_blobs
@@ -187,11 +182,11 @@ def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
             final_blobs = ws2.blobs
         except Exception as e:
             error = str(e)
-        bw_op = netdef.op[net.backward["index"]]
+        bw_op = netdef.op[net.backward.index]
         for name in reversed(list(bw_op.output)):  # backward order: from the loss back
             count = _nonfinite_count(final_blobs.get(name))
             if count:
-                note(name, "gradient", net.backward["index"], count)
+                note(name, "gradient", net.backward.index, count)
         targets, _aux = netinfo.update_targets(netdef)
         for name, (index, _op) in sorted(targets.items(), key=lambda kv: kv[1][0]):
             count = _nonfinite_count(final_blobs.get(name))
@@ -389,7 +384,6 @@ def scale_learning_rate(workspace, net, factor):
     else:
         names = netinfo.net_names(net)
     changed = []
-    schema = lookup("LearningRate")
     for name in names:
         prepared = ws.nets.get(name)
         if prepared is None:
@@ -397,13 +391,7 @@ def scale_learning_rate(workspace, net, factor):
                         "learning rate is unchanged", name)
             continue
         for index, old, new in scale_base_lr(prepared.netdef, factor):
-            step = prepared.steps[index]
-            kwargs = parse_arguments(schema, step.op)
-            if "ctx" in step.kwargs:
-                kwargs["ctx"] = step.kwargs["ctx"]
-            # in place: a compiled net's generated code holds this very dict
-            step.kwargs.clear()
-            step.kwargs.update(kwargs)
+            prepared.set_op_arguments(index, base_lr=new)
             changed.append((name, index, old, new))
     return changed
 

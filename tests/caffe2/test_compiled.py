@@ -1,11 +1,13 @@
 """Compiled execution equals eager execution (outputs, gradients, parameter updates)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from tests.support import reference_path
-from food101.caffe2 import executor, workspace
-from food101.caffe2.compiled import CompileOptions
+from food101.caffe2 import core, executor, workspace
+from food101.caffe2.compiled import CompileOptions, cpu_accelerates
 from food101.caffe2.proto import caffe2_pb2, load_net
 
 ZOO = reference_path("zoo", "squeezenet")
@@ -103,3 +105,31 @@ def test_compiled_bf16_training_on_cuda_tracks_fp32():
         results[label] = float(workspace.FetchBlob("loss"))
         assert workspace.FetchTensor("conv10_w").dtype == torch.float32  # fp32 master weights
     assert abs(results["bf16"] - results["fp32"]) < 0.05 * abs(results["fp32"])
+
+
+def _scale_net(name):
+    net = core.Net(name)
+    net.Scale("X", "Y", scale=2.0)
+    return net
+
+
+def test_cpu_defaults_are_fp32_nchw_without_warnings():
+    workspace.FeedBlob("X", np.ones((1, 2, 3, 3), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        workspace.CreateNet(_scale_net("cpu_defaults"), compile=CompileOptions(backend="eager"))
+    net = workspace.current().nets["cpu_defaults"]
+    assert net.channels_last is False and net.options.autocast is None
+
+
+@pytest.mark.parametrize("option, feature", [(dict(channels_last=True), "channels_last"),
+                                             (dict(autocast="bfloat16"), "bfloat16")])
+def test_an_option_that_slows_this_cpu_warns(option, feature):
+    if cpu_accelerates(feature):
+        pytest.skip("this CPU accelerates %s" % feature)
+    workspace.FeedBlob("X", np.ones((1, 2, 3, 3), np.float32))
+    with pytest.warns(RuntimeWarning, match="slower"):
+        workspace.CreateNet(_scale_net("slow_" + feature),
+                            compile=CompileOptions(backend="eager", **option))
+    workspace.RunNet("slow_" + feature)  # still runs, and right
+    assert np.array_equal(workspace.FetchBlob("Y"), np.full((1, 2, 3, 3), 2, np.float32))

@@ -23,9 +23,29 @@ def conv(X, W, b=None, *, kernels=None, strides=None, pads=None, dilations=None,
          pad=None, pad_t=None, pad_l=None, pad_b=None, pad_r=None,
          dilation=None, dilation_h=None, dilation_w=None, global_pooling=0):
     """Y = X * W + b over the spatial dims; Y is N x M x H' x W' (N x H' x W' x M in NHWC)."""
+    key = (X.shape, W.shape, None if b is None else b.shape, kernels, order, group, global_pooling)
+    if key not in _CHECKED:  # shapes checked once per distinct geometry: this is a hot path
+        _check_shapes(X, W, b, kernels, order, group, global_pooling)
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED.add(key)
+    x, w = channels_first(X, order), channels_first(W, order)
+    ndim = len(kernels)
+    _, heads, tails, _ = resolve_window(tuple(x.shape[2:]), kernels, strides, pads, dilations,
+                                        legacy_pad, False)
+    if heads != tails:
+        x = F.pad(x, pad_widths(heads, tails))
+        heads = (0,) * ndim
+    Y = _CONV[ndim](x, w, b, stride=strides, padding=heads, dilation=dilations, groups=group)
+    return restore_order(Y, order)
+
+
+_CHECKED = set()
+
+
+def _check_shapes(X, W, b, kernels, order, group, global_pooling):
     enforce(not global_pooling, "global_pooling is a pooling argument; Conv needs a kernel")
     ndim = len(kernels)
-    # messages are formatted only when a check fails (enforce's lazy args): this is a hot path
     enforce(X.dim() == ndim + 2, "X must be %d-D for a %d-D kernel %s, got shape %s",
             ndim + 2, ndim, list(kernels), list(X.shape))
     enforce(W.dim() == ndim + 2, "W must be %d-D (%s), got shape %s", ndim + 2,
@@ -45,11 +65,3 @@ def conv(X, W, b=None, *, kernels=None, strides=None, pads=None, dilations=None,
         enforce(b.dim() == 1 and b.shape[0] == filters,
                 "b must have shape [%d] (one per filter of W %s), got %s",
                 filters, list(W.shape), list(b.shape))
-    _, heads, tails, _ = resolve_window(tuple(x.shape[2:]), kernels, strides, pads, dilations,
-                                        legacy_pad, False)
-    if heads != tails:
-        x = F.pad(x, pad_widths(heads, tails))
-        heads = (0,) * ndim
-    Y = _CONV[ndim](x, w, b, stride=strides, padding=heads, dilation=dilations, groups=group)
-    return restore_order(Y, order)
-

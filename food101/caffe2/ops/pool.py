@@ -5,7 +5,7 @@ Zoo nets translated from Caffe use). Caffe2 semantics kept exactly:
 - AveragePool divides by the number of *input* elements under the window, padding excluded
   (`count_include_pad=1` divides by the whole window, padding included);
 - MaxPool's gradient goes to every input equal to the window's max, ties included, as
-  Caffe2's CPU MaxPoolGradient does (_TiedMaxPool); on CUDA, as Caffe2's cuDNN engine, to one
+  Caffe2's CPU MaxPoolGradient does (max_pool_kernel); on CUDA, as Caffe2's cuDNN engine, to one
   max per window (torch's kernel). Without autograd the plain torch kernel runs.
 """
 import itertools
@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from food101.caffe2.errors import enforce
+from food101.caffe2.ops import max_pool_kernel
 from food101.caffe2.ops.common import channels_first, restore_order, with_max_gradient
 from food101.caffe2.ops.conv_pool_base import NOTSET, pad_widths, resolve_window, window_arguments
 from food101.caffe2.ops.registry import operator
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-# Caffe2's CPU MaxPoolGradient rule (every tied maximum gets dY). It costs ~10x torch's own
-# max-pool backward; set False to trade exact Caffe2 CPU semantics for torch's one-max rule.
+# Caffe2's CPU MaxPoolGradient rule (every tied maximum gets dY), through max_pool_kernel at
+# about the cost of torch's own max pooling; False selects torch's one-max rule instead.
 CPU_TIE_GRADIENT = True
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
@@ -53,17 +54,80 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
             Y = x.amax(dim=dims, keepdim=True)
         return restore_order(with_max_gradient(Y, [x], reduce_dims=dims), order)
     spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
-    if not x.requires_grad and heads == tails and all(2 * h <= s for h, s in zip(heads, spans)):
-        Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations)  # torch pads with -inf itself
+    tie_rule = x.requires_grad and not x.is_cuda and CPU_TIE_GRADIENT
+    if not tie_rule:
+        ceil_mode = _torch_window(tuple(x.shape[2:]), tuple(kernels), tuple(strides), heads, tails,
+                                  tuple(dilations))
+        if ceil_mode is not None:  # torch pads with -inf itself, no padded copy
+            Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations, ceil_mode=ceil_mode)
+            return restore_order(Y, order)
+    if tie_rule and max_pool_kernel.supports(x, kernels) and not torch.compiler.is_compiling():
+        out_sizes = tuple((n + h + t - s) // st + 1
+                          for n, h, t, s, st in zip(x.shape[2:], heads, tails, spans, strides))
+        Y = _CompiledTiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(heads),
+                                       tuple(dilations), out_sizes)
         return restore_order(Y, order)
     if any(heads) or any(tails):
         x = F.pad(x, pad_widths(heads, tails), value=float("-inf"))
-    if not x.requires_grad or x.is_cuda or not CPU_TIE_GRADIENT:
+    if not tie_rule:
         # On CUDA Caffe2 ran cuDNN's pooling, whose gradient goes to one max per window: torch's
         # kernel does the same, fast. The CPU keeps Caffe2's CPU rule (every tied max).
         return restore_order(_MAX_POOL[ndim](x, kernels, strides, 0, dilations), order)
     Y = _TiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(dilations))
     return restore_order(Y, order)
+
+
+def _torch_window(sizes, kernels, strides, heads, tails, dilations):
+    """ceil_mode (False or True) under which torch's pooling with padding `heads` covers the
+    same windows as (heads, tails), e.g. Caffe's ceil-mode legacy_pad=3; None if neither does.
+    Memoised: a net meets the same few geometries every iteration."""
+    key = (sizes, kernels, strides, heads, tails, dilations)
+    if key not in _TORCH_WINDOWS:
+        _TORCH_WINDOWS[key] = _match_torch_window(*key)
+    return _TORCH_WINDOWS[key]
+
+
+_TORCH_WINDOWS = {}
+
+
+def _match_torch_window(sizes, kernels, strides, heads, tails, dilations):
+    spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
+    if any(2 * h > span for h, span in zip(heads, spans)):
+        return None  # torch allows at most half a window of padding
+    wanted = [(n + h + t - span) // s + 1
+              for n, h, t, span, s in zip(sizes, heads, tails, spans, strides)]
+    for ceil_mode in (False, True):
+        outs = []
+        for n, h, span, s in zip(sizes, heads, spans, strides):
+            extent = n + 2 * h - span
+            out = (-(-extent // s) if ceil_mode else extent // s) + 1
+            if ceil_mode and (out - 1) * s >= n + h:  # torch: the last window starts inside
+                out -= 1
+            outs.append(out)
+        if outs == wanted:
+            return ceil_mode
+    return None
+
+
+class _CompiledTiedMaxPool(torch.autograd.Function):
+    """Caffe2's CPU MaxPool and MaxPoolGradient through max_pool_kernel: the forward records
+    each window's tied maxima, the backward is one scatter of dY onto them."""
+
+    @staticmethod
+    def forward(ctx, x, kernels, strides, heads, dilations, out_sizes):
+        Y, ties = max_pool_kernel.forward(x, kernels, strides, heads, dilations, out_sizes)
+        ctx.save_for_backward(ties)
+        ctx.dtype = x.dtype
+        ctx.geometry = tuple(x.shape), kernels, strides, heads, dilations
+        return Y
+
+    @staticmethod
+    def backward(ctx, dY):
+        (ties,) = ctx.saved_tensors
+        shape, kernels, strides, heads, dilations = ctx.geometry
+        dX = max_pool_kernel.backward(dY.to(ties.device, ctx.dtype), ties, shape, kernels, strides, heads,
+                                      dilations)
+        return dX, None, None, None, None, None
 
 
 def _window_taps(x, out_sizes, kernels, strides, dilations):
@@ -75,9 +139,9 @@ def _window_taps(x, out_sizes, kernels, strides, dilations):
 
 
 class _TiedMaxPool(torch.autograd.Function):
-    """torch's max-pool kernel forward; Caffe2's MaxPoolGradient backward: dY goes in full to
-    every input equal to its window's max (torch's own backward picks one). The tie rule is
-    paid for in backward only, on output-sized slices, one per kernel offset."""
+    """The same rule in torch ops, for what the compiled loops do not take (half precision,
+    windows of more than 31 taps) and inside torch.compile graphs, which fuse it: torch's
+    max-pool forward; backward one output-sized slice per kernel offset."""
 
     @staticmethod
     def forward(ctx, x, kernels, strides, dilations):

@@ -41,7 +41,19 @@ def concat(*inputs, axis=None, order="NCHW", add_axis=0):
     else:
         Y = torch.cat(inputs, dim=axis)
         sizes = [X.shape[axis] for X in inputs]
-    return Y, torch.tensor(sizes, dtype=torch.int32)
+    return Y, _split_info(tuple(sizes))
+
+
+_SPLIT_INFOS = {}
+
+
+def _split_info(sizes):
+    """Concat's split_info, one tensor per distinct sizes (blobs are never written in place,
+    so sharing it is safe): no host tensor built per call on the hot path."""
+    info = _SPLIT_INFOS.get(sizes)
+    if info is None:
+        info = _SPLIT_INFOS[sizes] = torch.tensor(sizes, dtype=torch.int32)
+    return info
 
 
 @operator("Split", context=True, aliases=("DepthSplit",))
