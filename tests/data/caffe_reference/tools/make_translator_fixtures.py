@@ -15,8 +15,12 @@ TranslateModel(is_test=True), runs the nets on a seeded input and saves
     translator/<case>_predict.pb    real Caffe2's predict net (ops as the translator made them)
     translator/<case>_outputs.npz   the fetched blobs (final softmax and a few inside)
 """
-import json
 import os
+
+# grpcio-tools brings a protobuf newer than Caffe2's generated code accepts in C++ mode
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import json
 import subprocess
 import sys
 import tempfile
