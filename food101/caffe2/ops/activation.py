@@ -51,8 +51,3 @@ def sigmoid(X):
 def tanh(X):
     return torch.tanh(X)
 
-
-@operator("HardSigmoid")
-def hard_sigmoid(X, *, alpha=0.2, beta=0.5):
-    """max(0, min(1, alpha * X + beta)) (Caffe2's and ONNX's HardSigmoid)."""
-    return torch.clamp(X * alpha + beta, 0.0, 1.0)
