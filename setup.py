@@ -21,5 +21,6 @@ setup(
         "matplotlib",
         "pyyaml",
     ],
-    extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel"]},
+    extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
+                            "six", "future"]},  # six, future: Caffe2's own test helpers (make conformance)
 )

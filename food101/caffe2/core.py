@@ -23,7 +23,7 @@ from collections import namedtuple
 import numpy as np
 from google.protobuf.message import Message
 
-from food101.caffe2 import scope
+from food101.caffe2 import gradient_defs, scope
 from food101.caffe2.errors import UnknownOperatorError
 from food101.caffe2.ops import registry
 from food101.caffe2.proto import caffe2_pb2
@@ -85,14 +85,17 @@ def DeviceOption(device_type, device_id=0, random_seed=None, node_name=None, num
 
 
 def device_option_equal(a, b, ignore_node_name=True, ignore_random_seed=True):
-    """Caffe2's core.device_option_equal: same device type and id."""
+    """Caffe2's core.device_option_equal: two CPU options are equal whatever their device_id;
+    otherwise the device ids decide (Caffe2 does not compare GPU device types)."""
     if not a or not b:
         return a == b
     if not ignore_node_name and a.node_name != b.node_name:
         return False
     if not ignore_random_seed and a.random_seed != b.random_seed:
         return False
-    return a.device_type == b.device_type and a.device_id == b.device_id
+    if not a.device_type or not b.device_type:
+        return not a.device_type and not b.device_type
+    return a.device_id == b.device_id
 
 
 class BlobReference:
@@ -337,10 +340,10 @@ class Net:
             self._RecreateLookupTables()
             self._next_name_index = self._first_free_autogen_index()
             name = self._net.name
-        elif isinstance(name_or_proto, (str, BlobReference)):
+        elif isinstance(name_or_proto, (str, BlobReference)) or name_or_proto is None:
             self._net = caffe2_pb2.NetDef()
             self._next_name_index = 0
-            name = str(name_or_proto)
+            name = "net" if name_or_proto is None else str(name_or_proto)  # Caffe2's default
         else:
             raise TypeError("Net() takes a name or a caffe2_pb2.NetDef, got %r" % (name_or_proto,))
         self._net.name = Net._get_next_net_name(name)
@@ -582,6 +585,59 @@ class Net:
     def RunAllOnCPU(self):
         self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CPU))
 
+    # -- more of Caffe2's Net API (attributes, complete nets, rerouting) ---------------------------
+    def _CheckLookupTables(self):
+        """Caffe2's consistency check of the lookup tables against the proto."""
+        if self._recreate_lookup_tables:
+            self._RecreateLookupTables()
+        expected = {o for op in self._net.op for o in op.output}
+        assert self._op_outputs >= expected, "net %r: stale op-output table" % self.Name()
+
+    def add_attribute(self, name, obj):
+        self._attr_dict = getattr(self, "_attr_dict", {})
+        self._attr_dict.setdefault(name, []).append(obj)
+
+    def get_attributes(self, name):
+        return getattr(self, "_attr_dict", {}).get(name, [])
+
+    def GetCompleteNet(self):
+        """A copy of this net (Caffe2 also folds in nets its control ops reference; the project
+        has no control ops, so the copy is complete)."""
+        new_net = self.Clone(self._net.name + "_complete")
+        new_net._attr_dict = dict(getattr(self, "_attr_dict", {}))
+        return new_net
+
+    def PopulateProtoWithFileName(self):
+        """Caffe2 records each op's creation site; the project's op errors name net and op
+        index instead, so nothing is added."""
+
+    def insert_op_at_idx(self, op, op_idx):
+        ops = list(self._net.op)
+        ops.insert(op_idx, op)
+        del self._net.op[:]
+        self._net.op.extend(ops)
+        self._InvalidateLookupTables()
+
+    def reroute_tensor(self, tensor, new_producer, can_modify=None):
+        """Insert `new_producer` (which reads `tensor`) right after the op that writes `tensor`
+        and point every later reader (or only `can_modify` ops) at its output."""
+        tensor = str(tensor)
+        if tensor in self._net.external_input:
+            index = 0
+        else:
+            writers = [i for i, op in enumerate(self._net.op) if tensor in op.output]
+            if not writers:
+                raise ValueError("reroute_tensor: no op of net %r writes %r" % (self.Name(), tensor))
+            index = writers[-1] + 1
+        new_output = new_producer.output[0]
+        for op in self._net.op[index:]:
+            if can_modify is not None and op not in can_modify:
+                continue
+            for i, name in enumerate(op.input):
+                if name == tensor:
+                    op.input[i] = new_output
+        self.insert_op_at_idx(new_producer, index)
+
     # -- gradients ------------------------------------------------------------------------------
     def AddGradientOperators(self, ys, skip=0):
         """Append what computes d(ys)/d(blob) for every blob the losses depend on.
@@ -650,6 +706,202 @@ class Net:
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(registry.registered_types()))
+
+
+# -- Caffe2's per-op gradient API, engine preferences, harness-facing names ------------------
+# (Separate from the autograd-based AddGradientOperators above: this serves code that asks for
+# Caffe2's gradient OperatorDefs one op at a time: gradient checkers, hand-built backward nets.)
+
+class GradientRegistry:
+    """Caffe2's core.GradientRegistry.
+
+    GetGradientForOp(op, g_output) -> (gradient OperatorDefs, gradient per input or None), the
+    ops with Caffe2's types and blob names (gradient_defs.py); `RegisterGradient(op_type)`
+    registers a Python maker `f(op, g_output) -> (ops, g_input)` that takes precedence."""
+
+    gradient_registry_ = {}
+
+    @classmethod
+    def RegisterGradient(cls, op_type):
+        def wrapper(func):
+            cls.gradient_registry_[op_type] = func
+            return func
+        return wrapper
+
+    @classmethod
+    def GetGradientForOp(cls, op, g_output):
+        g_output = [None if g is None else str(g) if not isinstance(g, GradientSlice) else g
+                    for g in g_output]
+        if op.type in cls.gradient_registry_:
+            grad_ops, g_input = cls.gradient_registry_[op.type](op, g_output)
+        else:
+            if any(isinstance(g, GradientSlice) for g in g_output):
+                raise GradientNotDefined("%s: sparse (GradientSlice) output gradients are not "
+                                         "supported by the project's gradient ops" % op.type)
+            try:
+                grad_ops, g_input = gradient_defs.gradient_for_op(op, g_output, MakeArgument)
+            except UnknownOperatorError as e:
+                raise GradientNotDefined("no gradient for op %r: %s" % (op.type, e)) from None
+        return list(grad_ops), [None if g is None else g if isinstance(g, GradientSlice)
+                                else BlobReference(g) for g in g_input]
+
+    @classmethod
+    def GetBackwardPass(cls, operators, ys, ys_generate_gradient=False):
+        """(gradient ops for `operators`, {blob: gradient}) as Caffe2's GetBackwardPass.
+
+        ys: {blob: gradient blob name (or None)} or a list of blobs. With
+        ys_generate_gradient (or a None / list entry) a ConstantFill of 1.0 seeds
+        `<y>_autogen_grad`. A blob used by several ops gets its gradients summed."""
+        if not isinstance(ys, dict):
+            ys = {y: None for y in ys}
+        grad_ops = []
+        grad_map = {}
+        for y, g in ys.items():
+            y = str(y)
+            if g is None or ys_generate_gradient:
+                g = y + "_autogen_grad"
+                fill = CreateOperator("ConstantFill", [y], [g], value=1.0)
+                fill.is_gradient_op = True
+                grad_ops.append(fill)
+            grad_map[y] = str(g)
+        split_count = {}
+        for op in reversed(list(operators)):
+            g_output = [grad_map.get(o) for o in op.output]
+            if all(g is None for g in g_output):
+                continue
+            ops, g_input = cls.GetGradientForOp(op, g_output)
+            for o in op.output:  # consumed: earlier versions of these names are other blobs
+                if o not in op.input:
+                    grad_map.pop(o, None)
+            renames = {}
+            for name, g in zip(op.input, g_input):
+                if g is None or isinstance(g, GradientSlice):
+                    if g is not None:
+                        grad_map[name] = g
+                    continue
+                g = str(g)
+                previous = grad_map.get(name)
+                if previous is not None and previous != g or (
+                        previous == g and name not in op.output and g not in g_output):
+                    index = split_count.get(g, 0)
+                    split_count[g] = index + 1
+                    renamed = "%s_autosplit_%d" % (g, index)
+                    renames[g] = (renamed, previous)
+                else:
+                    grad_map[name] = g
+            for grad_op in ops:
+                for i, out in enumerate(grad_op.output):
+                    if out in renames:
+                        grad_op.output[i] = renames[out][0]
+                for i, inp in enumerate(grad_op.input):
+                    if inp in renames:
+                        grad_op.input[i] = renames[inp][0]
+            grad_ops.extend(ops)
+            for g, (renamed, previous) in renames.items():
+                total = CreateOperator("Sum", [previous, renamed], [previous])
+                total.is_gradient_op = True
+                grad_ops.append(total)
+        return grad_ops, {name: g if isinstance(g, GradientSlice) else BlobReference(g)
+                          for name, g in grad_map.items()}
+
+
+GradientNotDefined = gradient_defs.GradientNotDefined
+
+_ENGINE_PREFS = {"global": {}, "per_op": {}}
+
+
+def SetGlobalEnginePref(engine_prefs):
+    """Recorded only: every engine runs the op's one torch kernel here."""
+    _ENGINE_PREFS["global"] = dict(engine_prefs)
+
+
+def SetEnginePref(op_engine_prefs=None, global_engine_prefs=None):
+    """Caffe2's engine preferences: recorded (GetEnginePref), while every engine name maps onto
+    the op's one torch implementation."""
+    _ENGINE_PREFS["per_op"] = dict(op_engine_prefs or {})
+    _ENGINE_PREFS["global"] = dict(global_engine_prefs or {})
+
+
+def SetOpEnginePref(op_type, prefs):
+    _ENGINE_PREFS["per_op"][op_type] = prefs
+
+
+def GetEnginePref():
+    return {"global": dict(_ENGINE_PREFS["global"]), "per_op": dict(_ENGINE_PREFS["per_op"])}
+
+
+_GLOBAL_INIT_ARGS = []
+
+
+def GlobalInit(args):
+    """Caffe2 parsed glog/gflags flags here; the project records them (GetGlobalInitArgs)."""
+    _GLOBAL_INIT_ARGS[:] = list(args)
+    return True
+
+
+def GetGlobalInitArgs():
+    return list(_GLOBAL_INIT_ARGS)
+
+
+def _GetRegisteredOperators():
+    return set(registry.registered_types())
+
+
+_REGISTERED_OPERATORS = _GetRegisteredOperators()
+
+
+def RefreshRegisteredOperators():
+    global _REGISTERED_OPERATORS
+    _REGISTERED_OPERATORS = _GetRegisteredOperators()
+
+
+def _engine_is_known(engine):
+    return engine in ("", "DEFAULT", "CUDNN", "EIGEN", "MKLDNN", "IDEEP", "NNPACK", "cuDNN",
+                      "DEPTHWISE_3x3", "CUDA", "HIP", "MIOPEN")
+
+
+def IsOperatorWithEngine(op_type, engine):  # noqa: F811 (replaces the any-engine version)
+    """True for a registered op and an engine Caffe2 ships (all run the one torch kernel);
+    False for an engine name Caffe2 does not know."""
+    return IsOperator(op_type) and _engine_is_known(engine)
+
+
+def InferOpBlobDevices(op):
+    inputs, outputs = InferOpBlobDevicesAsDict(op)
+    return [inputs[b] for b in op.input], [outputs[b] for b in op.output]
+
+
+def InferOpDeviceAsBlobDevices(op):
+    return InferOpBlobDevices(op)
+
+
+def get_ssa(net, blob_versions=None):
+    """Caffe2's SSA view of a net: ([(inputs, outputs) per op as (name, version)], versions)."""
+    proto = _as_netdef(net)
+    versions = dict(blob_versions or {})
+    ssa = []
+    for op in proto.op:
+        inputs = [(str(b), versions.get(str(b), 0)) for b in op.input]
+        for b in op.output:
+            versions[str(b)] = versions.get(str(b), 0) + 1
+        outputs = [(str(b), versions[str(b)]) for b in op.output]
+        ssa.append((inputs, outputs))
+    return ssa, versions
+
+
+def get_undefined_blobs(ssa):
+    undefined = set()
+    for inputs, _ in ssa:
+        undefined.update(b for b in inputs if b[1] == 0)
+    return undefined
+
+
+def get_output_producers(ssa):
+    producers = {}
+    for index, (_, outputs) in enumerate(ssa):
+        for b in outputs:
+            producers[b] = index
+    return producers
 
 
 __all__ = [
