@@ -27,7 +27,7 @@ from typing import Tuple
 import yaml
 
 from food101.diagnostics.settings import DiagnosticsConfig, documented
-from food101.interop.caffe import netfile
+from food101.interop.caffe import caffe_pb2, netfile
 
 
 class ConfigError(ValueError):
@@ -487,7 +487,49 @@ def _suggest_field(name):
 
 
 def load_solver_prototxt(path):
-    return solver_updates(read_solver(path), path)
+    updates = solver_updates(read_solver(path), path)
+    if "model.caffe_net" in updates:
+        if "solver.nesterov" not in updates:  # Caffe's default solver type is SGD
+            updates["solver.nesterov"] = False
+        updates.update(caffe_data_updates(updates["model.caffe_net"]))
+    return updates
+
+
+def caffe_data_updates(net_path):
+    """data.* keys from a Caffe net's Data/ImageData layers: TRAIN and TEST batch sizes, the
+    TRAIN transform_param (crop_size, mean_value, mirror) and the LMDB `source` paths (relative
+    to the net file when they exist there; --train-lmdb / --set data.train_lmdb=... override)."""
+    net = netfile.read_net(net_path)
+    updates = {}
+    for layer in net.layer:
+        if layer.type not in ("Data", "ImageData"):
+            continue
+        phases = {rule.phase for rule in layer.include if rule.HasField("phase")} or {
+            caffe_pb2.TRAIN, caffe_pb2.TEST}
+        param = layer.data_param if layer.type == "Data" else layer.image_data_param
+        source = param.source
+        beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), source)
+        if source and not os.path.exists(source) and os.path.exists(beside):
+            source = beside
+        if caffe_pb2.TRAIN in phases:
+            t = layer.transform_param
+            if param.batch_size:
+                updates["data.batch_size"] = param.batch_size
+            if t.crop_size:
+                updates["data.crop_size"] = t.crop_size
+            if len(t.mean_value) == 3:
+                updates["data.mean"] = [float(v) for v in t.mean_value]
+            elif len(t.mean_value) == 1:
+                updates["data.mean"] = [float(t.mean_value[0])] * 3
+            updates["data.mirror"] = bool(t.mirror)
+            if source and layer.type == "Data":
+                updates["data.train_lmdb"] = source
+        if caffe_pb2.TEST in phases and caffe_pb2.TRAIN not in phases:
+            if param.batch_size:
+                updates["data.test_batch_size"] = param.batch_size
+            if source and layer.type == "Data":
+                updates["data.test_lmdb"] = source
+    return updates
 
 
 # ------------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ import torch
 from food101.caffe2 import core, workspace
 from food101.caffe2.executor import AUTOGRAD_OP, external_reads
 from food101.caffe2.proto import caffe2_pb2
+from food101.interop.caffe.netfile import CaffeFormatError
+from food101.train import caffe_setup
 from food101.train import checkpoint as ckpt
 from food101.train import config as C
 from food101.train import distributed
@@ -117,6 +119,7 @@ class TrainingNets:
     zoo_note: str = ""              # which zoo weights (real, or the stand-in and why)
     frozen_blobs: list = dataclasses.field(default_factory=list)
     zoo_model: object = None        # the zoo model as loaded (its pretrained values)
+    notes: list = dataclasses.field(default_factory=list)  # translation notes, Caffe findings
 
 
 def split_at_gradient(netdef, name):
@@ -579,7 +582,8 @@ class Trainer:
                  "Train LMDB %s: %d records, %d classes; batch %d x iter_size %d" % (
                      cfg.data.train_lmdb, self.reader.num_records, len(self.class_names),
                      cfg.data.batch_size, cfg.solver.iter_size),
-                 "Zoo model: %s" % self.nets.zoo_note,
+                 "Zoo model: %s" % self.nets.zoo_note] + [
+                     "  " + note for note in self.nets.notes] + [
                  "Trained: %d params in %s; frozen: %d zoo blobs" % (
                      len(self.nets.params), _layer_summary(self.nets.params), len(self.nets.frozen_blobs)),
                  "Effective config: %s" % config_path]
@@ -730,6 +734,8 @@ def build_training_nets(cfg, class_names, device_option):
     from food101 import zoo
     from food101.caffe2 import optimizer
     model_cfg, solver = cfg.model, cfg.solver
+    if model_cfg.caffe_net:
+        return _caffe_training_nets(cfg, class_names, device_option)
     zoo_model, zoo_note = load_zoo_model(model_cfg)
     food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
                                   weight_init=model_cfg.weight_init)
@@ -761,6 +767,23 @@ def build_training_nets(cfg, class_names, device_option):
         params=[str(p) for p in train.GetParams()], lr_blob=lr_blob, lr_scale=lr_scale,
         class_names=list(class_names), deploy=train, zoo_note=zoo_note,
         frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model)
+
+
+def _caffe_training_nets(cfg, class_names, device_option):
+    """A solver's train_val.prototxt (model.caffe_net) as the run's nets (train.caffe_setup)."""
+    try:
+        built = caffe_setup.build(cfg, class_names, device_option)
+    except (caffe_setup.CaffeSetupError, CaffeFormatError) as e:
+        raise TrainingError(str(e)) from None
+    train = built["model"]
+    fwd_bwd, update = split_at_gradient(train.net.Proto(), train.net.Proto().name)
+    lr_blob, lr_scale = _base_lr_blob(update, cfg.solver.base_lr)
+    return TrainingNets(
+        fwd_bwd=fwd_bwd, update=update, test=built["test"], init=[train.param_init_net.Proto()],
+        data=built["data"], label=built["label"], loss=built["loss"], accuracy=built["accuracy"],
+        probs=built["probs"], params=[str(p) for p in train.GetParams()], lr_blob=lr_blob,
+        lr_scale=lr_scale, class_names=list(class_names), deploy=train, zoo_note=built["note"],
+        frozen_blobs=built["frozen_blobs"], zoo_model=None, notes=built["notes"])
 
 
 def _base_lr_blob(update, base_lr):
