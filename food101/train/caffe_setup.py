@@ -81,7 +81,7 @@ def caffe_findings(train, solver, net_path):
                 "batch_norm_param { use_global_stats: true } on it in %s (propagate_down and "
                 "lr_mult do not stop this).") % (name, ", base_lr: 0" if solver.base_lr == 0 else "",
                                                  os.path.basename(net_path))))
-    if solver.lr_policy == "poly":
+    if solver.lr_policy == "poly" and solver.base_lr > 0:
         probe = [i for i in (10000, 100000) if i < solver.max_iter]
         shares = ", ".join("%.1f%% at iteration %d" % (100 * schedule.rate_at(solver, i)
                                                         / solver.base_lr, i) for i in probe)

@@ -611,7 +611,8 @@ def validate(cfg):
             s.lr_policy, " (did you mean %s?)" % " or ".join(hint) if hint else "",
             ", ".join(CAFFE_LR_POLICIES)))
     checks = [
-        (s.base_lr > 0, "solver.base_lr must be > 0, got %r" % s.base_lr),
+        (s.base_lr >= 0, "solver.base_lr must be >= 0, got %r (0 is legal Caffe: nothing is "
+                         "updated)" % s.base_lr),
         (s.max_iter >= 1, "solver.max_iter must be >= 1, got %r" % s.max_iter),
         (s.iter_size >= 1, "solver.iter_size must be >= 1, got %r" % s.iter_size),
         (0 <= s.momentum < 1, "solver.momentum must be in [0, 1), got %r" % s.momentum),
