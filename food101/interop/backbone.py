@@ -15,6 +15,8 @@ probabilities from every backbone. Classifier surgery then finds the classifier 
 import glob
 import os
 
+import numpy as np
+
 from food101.interop.caffe import netfile, translator
 from food101.interop.onnx_import import from_onnx
 from food101.zoo import _nets
@@ -83,3 +85,35 @@ def with_softmax(model, class_names=None):
     if class_names is not None:
         changes["class_names"] = class_names
     return model.copy(**changes)
+
+
+def fold_input_normalization(model, mean_rgb, std_rgb, scale=255.0):
+    """A torchvision-style backbone (RGB in [0, 1], normalised by mean/std) made to read the
+    project's input: BGR pixels (0..255) minus a per-channel mean. The first conv's weights take
+    the channel order and 1/(scale*std) (exact: its zero padding is the mean in both forms).
+    Returns (model, mean_bgr) with mean_bgr for data.mean."""
+    source, first = model.input_name, None
+    for op in model.predict_net.op:  # zero padding (TF "same") before the conv is fine
+        if op.type == "PadImage" and op.input[0] == source and \
+                _nets.op_args(op).get("mode", "constant") == "constant" and \
+                not _nets.op_args(op).get("value", 0.0):
+            source = op.output[0]
+        elif op.type == "Conv" and op.input[0] == source:
+            first = op
+            break
+    if first is None:
+        raise ZooError("fold_input_normalization: %r must feed a Conv first (through zero "
+                       "padding at most)" % model.input_name)
+    weight = first.input[1]
+    init = _nets.clone(model.init_net)
+    for i, op in enumerate(init.op):
+        if weight in op.output:
+            w = _nets.given_fill_value(op)
+            std = np.asarray(std_rgb, np.float32)[::-1]
+            w = w[:, ::-1] / (scale * std)[None, :, None, None]  # RGB -> BGR input channels
+            init.op[i].CopyFrom(_nets.given_fill(weight, np.ascontiguousarray(w, np.float32)))
+            break
+    else:
+        raise ZooError("fold_input_normalization: the init net does not fill %r with values" % weight)
+    mean_bgr = tuple(float(m * scale) for m in list(mean_rgb)[::-1])
+    return model.copy(init_net=init), mean_bgr

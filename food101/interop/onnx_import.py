@@ -65,6 +65,7 @@ class _Importer:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
         self.alias = {}
+        self.shape_derived = set()  # constants computed from folded Shape nodes
         self.ops = []
         self.used_consts = []
         self.input_shape = input_shape
@@ -80,6 +81,7 @@ class _Importer:
         data = inputs[0]
         shape = self.input_shape or [d.dim_value if d.dim_value > 0 else 1
                                      for d in data.type.tensor_type.shape.dim]
+        self.inputs_batch_name = data.name
         remaining = self._fold_constants(data.name, shape)
         self.shapes = self._infer_shapes(remaining, data.name, shape)
         for node in remaining:
@@ -125,11 +127,14 @@ class _Importer:
                 if node.op_type in ("Shape", "Size") and shape is not None \
                         and node.output[0] not in dynamic:
                     self.consts[node.output[0]] = _shape_value(node, shape)
+                    self.shape_derived.add(node.output[0])
                 elif node.op_type not in _NEVER_FOLD and all(i in self.consts for i in inputs):
                     feeds = {i: self.consts[i] for i in inputs}
                     values = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
                     for out, value in zip(node.output, values):
                         self.consts[out] = np.asarray(value)
+                    if self.shape_derived.intersection(inputs):
+                        self.shape_derived.update(node.output)
                 else:
                     remaining.append(node)
             if len(remaining) == len(nodes):
@@ -314,6 +319,12 @@ class _Importer:
                        [out, out + "_old_shape"], node)
             return
         shape = [int(d) for d in self._const(node.input[1], "Reshape shape").ravel()]
+        batch = self.shapes.get(self.inputs_batch_name, (None,))[0]
+        if batch and shape and shape[0] == batch and \
+                self.shapes.get(self._name(node.input[0]), (None,))[0] == batch:
+            # x.view(x.size(0), -1) traced at the export batch size (torch folds it into a
+            # constant): the batch dimension follows the input at run time
+            shape[0] = 0
         if a.get("allowzero", 0) and 0 in shape:
             raise ZooError("ONNX Reshape %r: allowzero=1 with a 0 in the shape is not supported" % node.name)
         self._emit("Reshape", [self._input(node.input[0])], [out, out + "_old_shape"], node, shape=shape)

@@ -44,6 +44,7 @@ import torch
 from food101.caffe2 import core, workspace
 from food101.caffe2.executor import AUTOGRAD_OP, external_reads
 from food101.caffe2.proto import caffe2_pb2
+from food101.interop.backbone import load_backbone
 from food101.interop.caffe.netfile import CaffeFormatError
 from food101.train import caffe_setup
 from food101.train import checkpoint as ckpt
@@ -718,13 +719,19 @@ def evaluate_nets(nets, class_names, lmdb_path, data_cfg, device, limit_batches=
 
 # ------------------------------------------------------------------------------ building
 def load_zoo_model(model_cfg):
-    """The zoo SqueezeNet: model.zoo_dir, else the downloaded one, else the seeded stand-in."""
+    """The backbone: model.zoo_dir (a Model Zoo folder, an .onnx file or a folder with one, a
+    Caffe deploy.prototxt + .caffemodel folder), else the downloaded SqueezeNet, else the
+    seeded stand-in."""
     from food101 import zoo
     if model_cfg.zoo_dir:
-        if not os.path.isdir(model_cfg.zoo_dir):
-            raise TrainingError("model.zoo_dir: %s is not a folder (expected the zoo's "
-                                "predict_net.pb and init_net.pb)" % model_cfg.zoo_dir)
-        return zoo.load(model_cfg.zoo_dir), "%s" % model_cfg.zoo_dir
+        if not os.path.exists(model_cfg.zoo_dir):
+            raise TrainingError("model.zoo_dir: %s does not exist (expected a Model Zoo folder, an "
+                                ".onnx file, or a Caffe deploy.prototxt + .caffemodel folder)"
+                                % model_cfg.zoo_dir)
+        try:
+            return load_backbone(model_cfg.zoo_dir), "%s" % model_cfg.zoo_dir
+        except zoo.ZooError as e:
+            raise TrainingError("model.zoo_dir: %s" % e) from None
     location = zoo.locate_squeezenet()
     return location.load(), location.note
 

