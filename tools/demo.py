@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from food101.demo import run_demo  # noqa: E402
+from food101.walkthrough import run_demo  # noqa: E402
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from food101.caffe2.utils import ArgsToDict, given_fill, given_fill_value, make_op
 from food101.interop.caffe import netfile, translator
 from food101.interop.onnx_import import from_onnx
 from food101.zoo import _nets
@@ -78,7 +79,7 @@ def with_softmax(model, class_names=None):
         return model.copy(class_names=class_names) if class_names is not None else model
     predict = _nets.clone(model.predict_net)
     prob = model.output_name + "_prob"
-    predict.op.append(_nets.make_op("Softmax", [model.output_name], [prob]))
+    predict.op.append(make_op("Softmax", [model.output_name], [prob]))
     del predict.external_output[:]
     predict.external_output.append(prob)
     changes = {"predict_net": predict, "output_name": prob}
@@ -95,8 +96,8 @@ def fold_input_normalization(model, mean_rgb, std_rgb, scale=255.0):
     source, first = model.input_name, None
     for op in model.predict_net.op:  # zero padding (TF "same") before the conv is fine
         if op.type == "PadImage" and op.input[0] == source and \
-                _nets.op_args(op).get("mode", "constant") == "constant" and \
-                not _nets.op_args(op).get("value", 0.0):
+                ArgsToDict(op.arg).get("mode", "constant") == "constant" and \
+                not ArgsToDict(op.arg).get("value", 0.0):
             source = op.output[0]
         elif op.type == "Conv" and op.input[0] == source:
             first = op
@@ -108,10 +109,10 @@ def fold_input_normalization(model, mean_rgb, std_rgb, scale=255.0):
     init = _nets.clone(model.init_net)
     for i, op in enumerate(init.op):
         if weight in op.output:
-            w = _nets.given_fill_value(op)
+            w = given_fill_value(op)
             std = np.asarray(std_rgb, np.float32)[::-1]
             w = w[:, ::-1] / (scale * std)[None, :, None, None]  # RGB -> BGR input channels
-            init.op[i].CopyFrom(_nets.given_fill(weight, np.ascontiguousarray(w, np.float32)))
+            init.op[i].CopyFrom(given_fill(weight, np.ascontiguousarray(w, np.float32)))
             break
     else:
         raise ZooError("fold_input_normalization: the init net does not fill %r with values" % weight)

@@ -15,13 +15,13 @@ net is frozen, a poly schedule that never decays within the run) are returned fo
 import logging
 import os
 
+from food101.caffe2.utils import ArgsToDict, make_op
 from food101.caffe2 import core, model_helper, optimizer
 from food101.caffe2.modeling.parameter_info import ParameterTags
 from food101.caffe2.proto import caffe2_pb2
 from food101.interop.caffe import caffe_pb2, netfile, translator
 from food101.train import config as C
 from food101.train import schedule
-from food101.zoo import _nets
 from food101.zoo.finetune import FinetuneInfo, build_finetune_sgd
 from food101.zoo.model import ZooModel
 
@@ -69,7 +69,7 @@ def caffe_findings(train, solver, net_path):
     trained = [p for p in train.params.values() if p.lr_mult > 0]
     frozen_net = not trained or solver.base_lr == 0
     for name, op, explicit in train.bn_layers:
-        if _nets.op_args(op).get("is_test"):
+        if ArgsToDict(op.arg).get("is_test"):
             continue
         layer_params = [p for p in train.params.values() if p.layer == name]
         if frozen_net or all(p.lr_mult == 0 for p in layer_params):
@@ -140,7 +140,7 @@ def build(cfg, class_names, device_option):
     proto = model.net.Proto()
     proto.external_input.extend([fed, label])
     if fed != data:
-        proto.op.append(_nets.make_op("Scale", [fed], [data], scale=float(scale)))
+        proto.op.append(make_op("Scale", [fed], [data], scale=float(scale)))
     for op, layer in zip(train.ops, train.layer_of_op):
         op.name = layer  # findings and the network summary name Caffe layers
         proto.op.append(op)
@@ -198,7 +198,7 @@ def _main_loss_scores(net, train):
 def _top1(t, blob):
     for op in t.ops:
         if op.type == "Accuracy" and blob in op.output:
-            return int(_nets.op_args(op).get("top_k", 1)) == 1
+            return int(ArgsToDict(op.arg).get("top_k", 1)) == 1
     return False
 
 
@@ -237,7 +237,7 @@ def _deploy_model(net, test, scores, fed, data, scale, crop, class_names):
     prob = scores + "_translator_autogen_softmax"
     predict = caffe2_pb2.NetDef(name=(net.name or "caffe") + "_deploy")
     if fed != data:
-        predict.op.append(_nets.make_op("Scale", [fed], [data], scale=float(scale)))
+        predict.op.append(make_op("Scale", [fed], [data], scale=float(scale)))
     tainted = set(label_blobs)
     for op, layer in zip(test.ops, test.layer_of_op):
         if tainted.intersection(op.input):
@@ -246,7 +246,7 @@ def _deploy_model(net, test, scores, fed, data, scale, crop, class_names):
         op.name = layer
         predict.op.append(op)
     if not any(prob in op.output for op in predict.op):
-        predict.op.append(_nets.make_op("Softmax", [scores], [prob]))
+        predict.op.append(make_op("Softmax", [scores], [prob]))
     params = [p for p in test.params.values()]
     predict.external_input.extend([fed] + [p.name for p in params])
     predict.external_output.append(prob)

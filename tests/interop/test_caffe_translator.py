@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from food101.caffe2.utils import ArgsToDict
 from food101.caffe2 import caffe_translator
 from food101.caffe2.proto import load_net
 from food101.caffe2.workspace import Workspace
@@ -35,7 +36,7 @@ def fetch(blobs, key):
 
 
 def op_tuple(op):
-    return op.type, list(op.input), list(op.output), _nets.op_args(op)
+    return op.type, list(op.input), list(op.output), ArgsToDict(op.arg)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -78,7 +79,7 @@ _DEFAULT_ARGS = {"order": "NCHW", "stride": 1, "pad": 0, "cudnn_exhaustive_searc
 
 
 def _semantic(op, rename):
-    args = {k: v for k, v in _nets.op_args(op).items() if _DEFAULT_ARGS.get(k, object()) != v}
+    args = {k: v for k, v in ArgsToDict(op.arg).items() if _DEFAULT_ARGS.get(k, object()) != v}
     if args.get("global_pooling"):  # the window is the image: kernel / legacy padding are moot
         args.pop("kernel", None)
         args.pop("legacy_pad", None)

@@ -70,7 +70,7 @@ average_loss: 3
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from food101.data.demo import make_demo_dataset
+    from food101.data.synthetic import make_demo_dataset
     from food101.data.writer import build_lmdb
     root = tmp_path_factory.mktemp("caffe_demo")
     dataset = make_demo_dataset(str(root / "food"), train_per_class=8, test_per_class=4,

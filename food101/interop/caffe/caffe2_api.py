@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import torch
 
+from food101.caffe2.utils import ArgsToDict, make_op
 from food101.caffe2.executor import PreparedNet
 from food101.caffe2.proto import caffe2_pb2, save_net
 from food101.caffe2.workspace import Workspace
 from food101.interop.caffe import caffe_pb2, netfile, translator
-from food101.zoo import _nets
 
 log = logging.getLogger("caffe_translator")
 
@@ -70,7 +70,7 @@ def _subtract_mean(net, params, mean):
         for i, name in enumerate(op.input):
             if name == data:
                 op.input[i] = centred
-    sub = _nets.make_op("Sub", [data, mean_blob], [centred], broadcast=1,
+    sub = make_op("Sub", [data, mean_blob], [centred], broadcast=1,
                         **({"axis": 1} if mean.ndim == 1 and mean.size > 1 else {}))
     net.op.insert(0, sub)
     t = params.protos.add(name=mean_blob, data_type=caffe2_pb2.TensorProto.FLOAT)
@@ -92,7 +92,7 @@ def remove_legacy_padding(net, params, input_dims):
     legacy output is one larger."""
     ws = _workspace(params, net.op[0].input[0], input_dims)
     for op in net.op:
-        args = _nets.op_args(op)
+        args = ArgsToDict(op.arg)
         if "legacy_pad" in args and re.match(r"^(Conv|ConvTranspose|MaxPool|AveragePool)$", op.type):
             single = caffe2_pb2.NetDef(name="legacy")
             single.op.append(op)
@@ -108,7 +108,7 @@ def remove_legacy_padding(net, params, input_dims):
                 del trial.arg[:]
                 trial.arg.extend(kept)
                 for k, v in pads.items():
-                    trial.arg.append(_nets.make_op("X", [], [], **{k: v}).arg[0])
+                    trial.arg.append(make_op("X", [], [], **{k: v}).arg[0])
                 trial.output[0] = op.output[0] + "_nonlegacy"
                 single = caffe2_pb2.NetDef(name="nonlegacy")
                 single.op.append(trial)
@@ -139,10 +139,10 @@ def ConvertTensorProtosToInitNet(net_params, input_name):
         if len(tensor.float_data) == 0:
             raise RuntimeError("Only float tensors are supported in this util (tensor %r has no "
                                "float_data)" % tensor.name)
-        op = _nets.make_op("GivenTensorFill", [], [tensor.name], shape=list(tensor.dims),
+        op = make_op("GivenTensorFill", [], [tensor.name], shape=list(tensor.dims),
                            values=np.asarray(tensor.float_data, np.float32))
         init_net.op.append(op)
-    init_net.op.append(_nets.make_op("ConstantFill", [], [input_name], shape=[1]))
+    init_net.op.append(make_op("ConstantFill", [], [input_name], shape=[1]))
     return init_net
 
 

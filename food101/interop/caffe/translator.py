@@ -22,10 +22,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from food101.caffe2.utils import ArgsToDict, given_fill, make_op
 from food101.caffe2.proto import caffe2_pb2
 from food101.interop.caffe import caffe_pb2
 from food101.interop.caffe.netfile import CaffeFormatError, blob_array
-from food101.zoo import _nets
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,10 @@ class Param:
     def shape(self):
         if self.value is not None:
             return tuple(self.value.shape)
-        return tuple(_nets.op_args(self.fill)["shape"])
+        return tuple(ArgsToDict(self.fill.arg)["shape"])
 
     def init_op(self):
-        return _nets.given_fill(self.name, self.value) if self.value is not None else self.fill
+        return given_fill(self.name, self.value) if self.value is not None else self.fill
 
 
 class Translation:
@@ -89,7 +89,7 @@ class Translation:
 
     # ------------------------------------------------------------ building blocks
     def op(self, layer, op_type, inputs, outputs, **args):
-        op = _nets.make_op(op_type, inputs, outputs, **args)
+        op = make_op(op_type, inputs, outputs, **args)
         self.ops.append(op)
         self.layer_of_op.append(layer.name)
         return op
@@ -379,20 +379,20 @@ def filler_op(name, shape, filler, layer):
             caffe_pb2.FillerParameter.AVERAGE: (fan_in + fan_out) / 2.0}[filler.variance_norm]
     kind = filler.type
     if kind == "constant":
-        return _nets.make_op("ConstantFill", [], [name], shape=shape, value=float(filler.value))
+        return make_op("ConstantFill", [], [name], shape=shape, value=float(filler.value))
     if kind == "gaussian":
         if filler.sparse != -1:
             raise CaffeFormatError("layer %r: a sparse gaussian filler is not supported" % layer.name)
-        return _nets.make_op("GaussianFill", [], [name], shape=shape, mean=float(filler.mean),
+        return make_op("GaussianFill", [], [name], shape=shape, mean=float(filler.mean),
                              std=float(filler.std))
     if kind == "uniform":
-        return _nets.make_op("UniformFill", [], [name], shape=shape, min=float(filler.min),
+        return make_op("UniformFill", [], [name], shape=shape, min=float(filler.min),
                              max=float(filler.max))
     if kind == "xavier":
         bound = math.sqrt(3.0 / norm)
-        return _nets.make_op("UniformFill", [], [name], shape=shape, min=-bound, max=bound)
+        return make_op("UniformFill", [], [name], shape=shape, min=-bound, max=bound)
     if kind == "msra":
-        return _nets.make_op("GaussianFill", [], [name], shape=shape, mean=0.0,
+        return make_op("GaussianFill", [], [name], shape=shape, mean=0.0,
                              std=math.sqrt(2.0 / norm))
     raise CaffeFormatError("layer %r: filler type %r is not supported (constant, gaussian, "
                            "uniform, xavier, msra)" % (layer.name, kind))

@@ -15,8 +15,9 @@ plain Caffe2 API (model_helper, brew, optimizer, workspace):
 import numpy as np
 
 from food101.caffe2 import brew
+from food101.data.augment import BGR_MEAN
 
-MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
+MEAN_BGR = np.array(BGR_MEAN, np.float32)
 COLOURS = np.array([[255, 40, 40], [40, 255, 40], [40, 40, 255], [230, 230, 40],
                     [40, 230, 230], [230, 40, 230]], np.float32)  # BGR patch colour per class
 
@@ -77,22 +78,6 @@ def add_classifier(model, features, dim, num_classes, name="pred"):
     xent = model.net.LabelCrossEntropy(["softmax", "label"], "xent")
     loss = model.net.AveragedLoss(xent, "loss")
     brew.accuracy(model, ["softmax", "label"], "accuracy")
-    return loss
-
-
-def add_squeezenet_head(model, features, dim, num_classes, name="pred", relu=True):
-    """SqueezeNet's classifier: 1x1 conv -> ReLU -> global AveragePool -> Softmax, then
-    LabelCrossEntropy -> AveragedLoss and Accuracy; returns the loss blob. (The ReLU before the
-    pooling can leave whole classes dead from the start; relu=False drops it.)"""
-    brew.conv(model, features, name, dim, num_classes, kernel=1)
-    if relu:
-        brew.relu(model, name, name)
-    brew.average_pool(model, name, "pool", global_pooling=True)
-    brew.softmax(model, "pool", "softmax")
-    xent = model.net.LabelCrossEntropy(["softmax", "label"], "xent")
-    loss = model.net.AveragedLoss(xent, "loss")
-    model.net.Flatten("softmax", "softmax_2d")
-    brew.accuracy(model, ["softmax_2d", "label"], "accuracy")
     return loss
 
 
