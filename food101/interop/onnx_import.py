@@ -20,8 +20,8 @@ the node and the closest supported types.
 """
 import numpy as np
 
-from food101.caffe2.errors import closest
 from food101.caffe2.proto import caffe2_pb2
+from food101.interop.converters import ConverterTable, UnknownConverterError
 from food101.caffe2.utils import given_fill, make_op
 from food101.zoo.model import ZooError, ZooModel
 
@@ -32,21 +32,12 @@ _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "
                "Multinomial", "Bernoulli"}
 
 # Converter table: ONNX node type -> method of _Importer. A duplicate type is an error.
-ONNX_CONVERTERS = {}
-
-
-def onnx_converter(*types):
-    def register(fn):
-        for node_type in types:
-            if node_type in ONNX_CONVERTERS:
-                raise ValueError("ONNX node type %r is registered twice" % node_type)
-            ONNX_CONVERTERS[node_type] = fn
-        return fn
-    return register
+ONNX_CONVERTERS = ConverterTable("from_onnx", target="Caffe2")
+onnx_converter = ONNX_CONVERTERS.converter
 
 
 def supported_onnx_ops():
-    return sorted(ONNX_CONVERTERS)
+    return ONNX_CONVERTERS.names()
 
 
 def from_onnx(source, input_shape=None, name=None):
@@ -85,13 +76,11 @@ class _Importer:
         remaining = self._fold_constants(data.name, shape)
         self.shapes = self._infer_shapes(remaining, data.name, shape)
         for node in remaining:
-            convert = ONNX_CONVERTERS.get(node.op_type)
-            if convert is None:
-                near = closest(node.op_type, ONNX_CONVERTERS)
-                raise ZooError("ONNX node %r (%s) has no Caffe2 mapping%s; supported: %s" % (
-                    node.name or node.output[0], node.op_type,
-                    " (closest: %s)" % ", ".join(near) if near else "",
-                    ", ".join(supported_onnx_ops())))
+            try:
+                convert = ONNX_CONVERTERS.lookup(node.op_type, where="ONNX node %r (%s)" % (
+                    node.name or node.output[0], node.op_type))
+            except UnknownConverterError as e:
+                raise ZooError(str(e)) from None
             convert(self, node, _attrs(node))
         predict = caffe2_pb2.NetDef(name=self.name)
         predict.op.extend(self.ops)

@@ -23,8 +23,10 @@ from collections import OrderedDict
 import numpy as np
 
 from food101.caffe2.utils import ArgsToDict, given_fill, make_op
+from food101.caffe2.errors import closest
 from food101.caffe2.proto import caffe2_pb2
 from food101.interop.caffe import caffe_pb2
+from food101.interop.converters import ConverterTable
 from food101.interop.caffe.netfile import CaffeFormatError, blob_array
 
 log = logging.getLogger(__name__)
@@ -32,21 +34,12 @@ log = logging.getLogger(__name__)
 CAFFE_LEGACY_POOLING = 3  # caffe2_legacy.proto LegacyPadding
 
 # Converter table: Caffe layer type -> function(t, layer). A duplicate type is an error.
-LAYERS = OrderedDict()
-
-
-def layer_converter(*types):
-    def register(fn):
-        for layer_type in types:
-            if layer_type in LAYERS:
-                raise ValueError("Caffe layer type %r is registered twice" % layer_type)
-            LAYERS[layer_type] = fn
-        return fn
-    return register
+LAYERS = ConverterTable("caffe_translator", target="Caffe2")
+layer_converter = LAYERS.converter
 
 
 def supported_layers():
-    return sorted(LAYERS)
+    return LAYERS.names()
 
 
 class Param:
@@ -214,15 +207,14 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
     for layer in caffe_net.layer:
         if not should_include(layer, state):
             continue
-        convert = LAYERS.get(layer.type)
-        if convert is None:
-            from food101.caffe2.errors import closest
-            near = closest(layer.type, LAYERS)
+        if layer.type not in LAYERS:
+            near = closest(layer.type, LAYERS.names())
             raise CaffeFormatError("layer %r has type %r, which this translator does not support "
                                    "(refused)%s; supported: %s" % (
                                        layer.name, layer.type,
                                        "; did you mean %s?" % ", ".join(near) if near else "",
                                        ", ".join(supported_layers())))
+        convert = LAYERS.lookup(layer.type)
         blobs = weights.get(layer.name)
         t.current_blobs = [blob_array(b, "layer %r blob %d" % (layer.name, i))
                            for i, b in enumerate(blobs)] if blobs else None
