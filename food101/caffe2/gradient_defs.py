@@ -213,6 +213,16 @@ def _expand(spec, op, g_output, grad_names):
     return names
 
 
+def _copy_common_fields(op, grad_op):
+    """As Caffe2's C++ makers: name and engine always set (so protos compare equal to
+    Caffe2's), the device option when the forward op has one."""
+    grad_op.name = ""
+    grad_op.engine = op.engine
+    if op.HasField("device_option"):
+        grad_op.device_option.CopyFrom(op.device_option)
+    grad_op.is_gradient_op = True
+
+
 def gradient_for_op(op, g_output, make_argument):
     """(gradient OperatorDefs, gradient blob name or None per input) for one forward op."""
     g_output = [None if g is None else str(g) for g in g_output]
@@ -241,11 +251,7 @@ def gradient_for_op(op, g_output, make_argument):
             for a in existing:
                 grad_op.arg.remove(a)
             grad_op.arg.append(make_argument(key, value))
-        if op.engine:
-            grad_op.engine = op.engine
-        if op.HasField("device_option"):
-            grad_op.device_option.CopyFrom(op.device_option)
-        grad_op.is_gradient_op = True
+        _copy_common_fields(op, grad_op)
         grad_ops.append(grad_op)
     return grad_ops, [g if g in produced else None for g in grad_names]
 
@@ -264,11 +270,7 @@ def _generic(op, g_output, grad_names, schema, make_argument):
     grad_op.arg.extend([make_argument("forward_op", op.SerializeToString()),
                         make_argument("output_grads", given),
                         make_argument("input_grads", positions)])
-    if op.engine:
-        grad_op.engine = op.engine
-    if op.HasField("device_option"):
-        grad_op.device_option.CopyFrom(op.device_option)
-    grad_op.is_gradient_op = True
+    _copy_common_fields(op, grad_op)
     names = [None] * len(op.input)
     for i in positions:
         names[i] = grad_names[i]

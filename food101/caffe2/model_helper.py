@@ -17,6 +17,7 @@ TensorProtos: a CreateDB reader in param_init_net and a TensorProtosDBInput op i
 import logging
 
 from food101.caffe2 import core, scope
+from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.modeling import parameter_info
 from food101.caffe2.modeling.parameter_info import ParameterTags
 
@@ -92,6 +93,8 @@ class ModelHelper:
         initializer adds its fill op to param_init_net (modeling.initializers); tags
         (ParameterTags) decide where it is listed: params, weights, biases or computed params.
         Creating an existing parameter again returns it (its shape must match)."""
+        if isinstance(shape, caffe2_pb2.Argument):  # e.g. a "shape" argument of another op
+            shape = list(shape.ints)
         if isinstance(param_name, core.BlobReference):
             param_name = str(param_name)
         elif isinstance(param_name, str):
@@ -200,6 +203,34 @@ class ModelHelper:
         param_to_grad = self.get_param_to_grad(params) if params else self.param_to_grad
         return [self.get_param_info(p) for p, g in param_to_grad.items()
                 if not self.skip_sparse_optim or not isinstance(g, core.GradientSlice)]
+
+    # -- complete nets and DB readers, as Caffe2's ModelHelper ------------------------------
+    _INIT_NET_TAG = "/param_init_net"
+
+    def GetCompleteNet(self):
+        """param_init_net followed by net in one Net; the init ops carry "/param_init_net" in
+        their debug_info so ConstructInitTrainNetfromNet can split them again."""
+        complete = self.param_init_net.Clone(self.name + "_complete_net", keep_schema=True)
+        for op in complete.Proto().op:
+            op.debug_info = op.debug_info + self._INIT_NET_TAG
+        complete.AppendNet(self.net)
+        if self.net.Proto().HasField("type"):
+            complete.Proto().type = self.net.Proto().type
+        return complete
+
+    def ConstructInitTrainNetfromNet(self, net):
+        """Split a GetCompleteNet() result back into param_init_net and net."""
+        init_ids, train_ids = [], []
+        for index, op in enumerate(net.Proto().op):
+            (init_ids if op.debug_info.endswith(self._INIT_NET_TAG) else train_ids).append(index)
+        self.param_init_net = net.Clone(net.Name() + "/generated_param_init_net",
+                                        op_id_mask=init_ids, update_external_list=True)
+        self.net = net.Clone(net.Name() + "/generated_net", op_id_mask=train_ids,
+                             update_external_list=True)
+
+    def CreateDB(self, blob_out, db, db_type, **kwargs):
+        """A DB reader blob, created once by param_init_net (as Caffe2)."""
+        return self.param_init_net.CreateDB([], blob_out, db=db, db_type=db_type, **kwargs)
 
     # -- data input ---------------------------------------------------------------------------
     def TensorProtosDBInput(self, unused_blob_in, blob_out, batch_size, db, db_type, **kwargs):

@@ -53,7 +53,16 @@ class Workspace:
         for key, value in state.items():
             self.generator(torch.device(key)).set_state(value)
 
+    def close_blobs(self):
+        # Caffe2 destroys blobs on reset, closing DB readers; LMDB allows one open environment
+        # per path in a process, so a reader left to the garbage collector blocks the next open
+        for value in self.blobs.values():
+            close = getattr(value, "close", None)
+            if callable(close) and not isinstance(value, torch.Tensor):
+                close()
+
     def reset(self):
+        self.close_blobs()
         self.blobs.clear()
         self.nets.clear()
         self._generators.clear()
@@ -95,6 +104,8 @@ def ResetWorkspace(root_folder=None):
 def ResetAll():
     """Drop every workspace but a fresh default one (test isolation)."""
     global _current
+    for workspace in _workspaces.values():
+        workspace.close_blobs()
     _workspaces.clear()
     _workspaces["default"] = _current = Workspace("default")
 
@@ -322,7 +333,7 @@ def StringifyNetName(name):
 
 
 def GetNetName(net):
-    return _as_netdef(net).name
+    return as_netdef(net).name
 
 
 def StringifyProto(obj):
@@ -385,7 +396,7 @@ def InferShapesAndTypes(nets, blob_dimensions=None, nets_proto=False, blob_types
             scratch.blobs[name] = torch.zeros(list(dims), dtype=dtype)
     shapes, dtypes = {}, {}
     for net in nets:
-        netdef = _as_netdef(net)
+        netdef = as_netdef(net)
         try:
             PreparedNet(netdef, scratch).run()
         except Exception as e:
@@ -446,4 +457,4 @@ def _parse_net(net, caffe2_pb2):
         proto = caffe2_pb2.NetDef()
         proto.ParseFromString(net)
         return proto
-    return _as_netdef(net)
+    return as_netdef(net)

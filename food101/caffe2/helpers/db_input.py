@@ -2,6 +2,8 @@
 MNIST/CIFAR: a CreateDB reader `dbreader_<db>` in param_init_net, TensorProtosDBInput in net."""
 
 
-def db_input(model, blobs_out, batch_size, db, db_type, **kwargs):
+def db_input(model, blobs_out, batch_size, db, db_type):
+    # no **kwargs, as Caffe2's: brew then copies none of the model's arg_scope (order,
+    # use_cudnn, ...) onto the reader ops
     dbreader = model.param_init_net.CreateDB([], "dbreader_" + db, db=db, db_type=db_type)
-    return model.net.TensorProtosDBInput(dbreader, blobs_out, batch_size=batch_size, **kwargs)
+    return model.net.TensorProtosDBInput(dbreader, blobs_out, batch_size=batch_size)

@@ -53,33 +53,3 @@ def conv(X, W, b=None, *, kernels=None, strides=None, pads=None, dilations=None,
     Y = _CONV[ndim](x, w, b, stride=strides, padding=heads, dilation=dilations, groups=group)
     return restore_order(Y, order)
 
-
-
-_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-@operator("ConvTranspose", prepare=window_arguments)
-def conv_transpose(X, W, b=None, *, kernels=None, strides=None, pads=None, dilations=None,
-                   legacy_pad=NOTSET, adj=0, adjs=None, group=1, order="NCHW",
-                   kernel=None, kernel_h=None, kernel_w=None, stride=None, stride_h=None,
-                   stride_w=None, pad=None, pad_t=None, pad_l=None, pad_b=None, pad_r=None,
-                   dilation=None, dilation_h=None, dilation_w=None, global_pooling=0):
-    """Caffe2's ConvTranspose (Caffe's Deconvolution): W is C x M/group x kernel (NCHW);
-    out = (in - 1) * stride - pad_head - pad_tail + kernel + adj."""
-    ndim = len(kernels)
-    enforce(legacy_pad == NOTSET, "ConvTranspose: legacy_pad is not supported")
-    enforce(all(d == 1 for d in dilations), "ConvTranspose: Caffe2 has no dilated form")
-    enforce(X.dim() == ndim + 2 and W.dim() == ndim + 2, "ConvTranspose: X %s and W %s must be "
-            "%d-D for a %d-D kernel", list(X.shape), list(W.shape), ndim + 2, ndim)
-    x = channels_first(X, order)
-    w = W if order == "NCHW" else W.permute(0, W.dim() - 1, *range(1, W.dim() - 1))
-    enforce(w.shape[0] == x.shape[1], "ConvTranspose: X has %d channels but W %s expects %d",
-            x.shape[1], list(W.shape), w.shape[0])
-    adjs = tuple(adjs) if adjs else (adj,) * ndim
-    heads, tails = tuple(pads[:ndim]), tuple(pads[ndim:])
-    enforce(heads == tails, "ConvTranspose: asymmetric pads %s are not supported", list(pads))
-    enforce(all(0 <= a < s for a, s in zip(adjs, strides)), "ConvTranspose: adj %s must be "
-            "smaller than the stride %s", list(adjs), list(strides))
-    Y = _CONV_TRANSPOSE[ndim](x, w, b, stride=strides, padding=heads, output_padding=adjs,
-                              groups=group)
-    return restore_order(Y, order)

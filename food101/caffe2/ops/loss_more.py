@@ -1,0 +1,52 @@
+"""More of Caffe2's losses: SigmoidCrossEntropyWithLogits (and its weighted form),
+CrossEntropy (soft labels), SpatialSoftmaxWithLoss."""
+import torch
+import torch.nn.functional as F
+
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.registry import operator
+
+
+@operator("SigmoidCrossEntropyWithLogits", grad_inputs=(0,))
+def sigmoid_cross_entropy_with_logits(logits, targets, *, log_D_trick=0, unjoined_lr_loss=0):
+    """Mean over the last dim of -(t log s(x) + (1 - t) log(1 - s(x))): one value per row."""
+    enforce(logits.shape == targets.shape, "logits %s and targets %s must have the same shape",
+            list(logits.shape), list(targets.shape))
+    enforce(not (log_D_trick and unjoined_lr_loss),
+            "log_D_trick and unjoined_lr_loss cannot both be set")
+    if log_D_trick:
+        # the generator's loss -log s(x) on positives (targets 1), as Caffe2's log-D trick
+        loss = -(targets * F.logsigmoid(logits))
+    elif unjoined_lr_loss:
+        raise NotImplementedError("SigmoidCrossEntropyWithLogits: unjoined_lr_loss is not "
+                                  "supported by the project")
+    else:
+        loss = F.softplus(logits) - logits * targets
+    return loss.mean(dim=-1) if logits.dim() > 0 else loss
+
+
+@operator("WeightedSigmoidCrossEntropyWithLogits", grad_inputs=(0,))
+def weighted_sigmoid_cross_entropy_with_logits(logits, targets, weights):
+    loss = weights * (F.softplus(logits) - logits * targets)
+    return loss.mean(dim=-1)
+
+
+@operator("CrossEntropy", grad_inputs=(0,))
+def cross_entropy(X, label):
+    """-sum_j label_ij log(max(X_ij, 1e-20)) per row (soft labels)."""
+    enforce(X.shape == label.shape, "CrossEntropy: X %s and label %s must have the same shape",
+            list(X.shape), list(label.shape))
+    return -(label * torch.log(X.clamp_min(1e-20))).sum(dim=-1)
+
+
+@operator("SpatialSoftmaxWithLoss", grad_inputs=(0,))
+def spatial_softmax_with_loss(X, label, weights=None):
+    """Softmax over C of N x C x H x W; the loss averages -log p[label] over all pixels,
+    weighted by `weights` (N x H x W) when given. Returns (P, loss)."""
+    enforce(X.dim() == 4, "SpatialSoftmaxWithLoss needs N x C x H x W, got %s", list(X.shape))
+    log_p = F.log_softmax(X, dim=1)
+    picked = -log_p.gather(1, label.long().unsqueeze(1)).squeeze(1)
+    w = torch.ones_like(picked) if weights is None else weights.to(picked.dtype)
+    total = w.sum()
+    loss = (picked * w).sum() / torch.where(total > 0, total, torch.ones_like(total))
+    return log_p.exp(), loss

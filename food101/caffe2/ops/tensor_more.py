@@ -1,0 +1,128 @@
+"""More of Caffe2's tensor ops: Slice, Range, Size, ResizeLike, CopyOnDeviceLike, NanCheck,
+DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather,
+SplitByLengths, MakeTwoClass."""
+import torch
+
+from food101.caffe2.errors import Caffe2Error, enforce
+from food101.caffe2.ops.common import canonical_axis
+from food101.caffe2.ops.fill import TORCH_DTYPES, data_type, output_shape
+from food101.caffe2.ops.registry import operator
+
+
+@operator("Slice", grad_inputs=(0,))
+def slice_(X, starts_blob=None, ends_blob=None, *, starts=(), ends=()):
+    """X[starts:ends] per dim; a negative end counts from one past the end (-1: to the end)."""
+    if starts_blob is not None:
+        starts = [int(v) for v in starts_blob.reshape(-1).tolist()]
+        ends = [int(v) for v in ends_blob.reshape(-1).tolist()]
+    enforce(len(starts) == len(ends) and len(starts) <= X.dim(),
+            "Slice: starts %s and ends %s must have one entry per leading dim of X %s",
+            list(starts), list(ends), list(X.shape))
+    index = []
+    for d, (s, e) in enumerate(zip(starts, ends)):
+        size = X.shape[d]
+        s = s + size + 1 if s < 0 else s
+        e = e + size + 1 if e < 0 else e
+        enforce(0 <= s <= e <= size, "Slice: dim %d of X %s: start %d, end %d out of range",
+                d, list(X.shape), s, e)
+        index.append(slice(s, e))
+    return X[tuple(index)].clone()
+
+
+@operator("Range", grad_inputs=())
+def range_(*bounds):
+    enforce(1 <= len(bounds) <= 3, "Range takes 1 to 3 inputs (stop / start, stop / start, "
+            "stop, step), got %d", len(bounds))
+    values = [b.reshape(()).item() for b in bounds]
+    start, stop, step = (0, values[0], 1) if len(values) == 1 else (
+        values[0], values[1], 1) if len(values) == 2 else tuple(values)
+    enforce(step != 0, "Range: step must not be 0")
+    return torch.arange(start, stop, step, dtype=bounds[0].dtype)
+
+
+@operator("Size", grad_inputs=())
+def size(X):
+    return torch.tensor(X.numel(), dtype=torch.int64)
+
+
+@operator("ResizeLike")
+def resize_like(A, B):
+    enforce(A.numel() == B.numel(), "ResizeLike: A %s and B %s differ in size",
+            list(A.shape), list(B.shape))
+    return A.reshape(B.shape)
+
+
+@operator("CopyOnDeviceLike", grad_inputs=(0,))
+def copy_on_device_like(A, B):
+    return A.to(B.device, copy=True)
+
+
+@operator("NanCheck", grad_inputs=(0,))
+def nan_check(X, *others):
+    for i, tensor in enumerate((X,) + others):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise Caffe2Error("NanCheck: input %d has NaN or infinite values" % i)
+    return X.clone()
+
+
+@operator("DiagonalFill", grad_inputs=())
+def diagonal_fill(shape_source=None, *, value=0.0, dtype=1, shape=(), extra_shape=(),
+                  input_as_shape=0):
+    """Zeros with `value` where all indices are equal (the main diagonal of any rank)."""
+    dims = list(output_shape(shape_source, shape, extra_shape, input_as_shape))
+    enforce(len(dims) >= 2, "DiagonalFill needs a shape of rank >= 2, got %s", dims)
+    torch_dtype = TORCH_DTYPES[data_type(dtype)]
+    out = torch.zeros(dims, dtype=torch_dtype)
+    n = min(dims)
+    index = torch.arange(n)
+    out[(index,) * len(dims)] = value
+    return out
+
+
+@operator("LengthsRangeFill", grad_inputs=())
+def lengths_range_fill(lengths):
+    return torch.cat([torch.arange(int(n), dtype=torch.int32) for n in lengths.tolist()]) \
+        if lengths.numel() else torch.zeros(0, dtype=torch.int32)
+
+
+@operator("LengthsToRanges", grad_inputs=())
+def lengths_to_ranges(lengths):
+    lengths = lengths.to(torch.int32).reshape(-1)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    return torch.stack([offsets, lengths], dim=1).to(torch.int32)
+
+
+@operator("LengthsToShape", grad_inputs=())
+def lengths_to_shape(lengths):
+    values = lengths.reshape(-1).tolist()
+    enforce(len(set(values)) <= 1, "LengthsToShape: all lengths must be equal, got %s", values)
+    return torch.tensor([len(values), values[0] if values else 0], dtype=torch.int32)
+
+
+@operator("LengthsGather", grad_inputs=(0,))
+def lengths_gather(items, lengths, indices):
+    lengths = lengths.reshape(-1).to(torch.int64)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    parts = [items[int(offsets[i]):int(offsets[i]) + int(lengths[i])]
+             for i in indices.reshape(-1).tolist()]
+    return torch.cat(parts) if parts else items[:0]
+
+
+@operator("SplitByLengths", grad_inputs=(0,), context=True)
+def split_by_lengths(data, lengths, *, ctx, axis=0):
+    """The `lengths` (groups of equal count per output) summed into one piece per output."""
+    n = ctx.num_outputs
+    lengths = [int(v) for v in lengths.reshape(-1).tolist()]
+    enforce(len(lengths) % n == 0, "SplitByLengths: %d lengths do not divide into %d outputs",
+            len(lengths), n)
+    group = len(lengths) // n
+    sizes = [sum(lengths[i * group:(i + 1) * group]) for i in range(n)]
+    axis = canonical_axis(axis, data.dim())
+    enforce(sum(sizes) == data.shape[axis], "SplitByLengths: lengths sum to %d, data has %d "
+            "along axis %d", sum(sizes), data.shape[axis], axis)
+    return tuple(t.clone() for t in torch.split(data, sizes, dim=axis))
+
+
+@operator("MakeTwoClass")
+def make_two_class(X):
+    return torch.stack([1 - X, X], dim=-1)
