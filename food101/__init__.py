@@ -9,7 +9,7 @@ The notebook API, one module per step:
     result = food101.train.fine_tune("configs/food101_squeezenet.yaml")
     food101.inference.evaluate_model(result["deploy_dir"], "test_lmdb")
     food101.interop.export.to_onnx(food101.zoo.load(result["deploy_dir"]), "food101.onnx", ...)
-    food101.demo.run_demo("demo_run")                           # the whole journey on demo data
+    food101.walkthrough.run_demo("demo_run")                    # the whole journey on demo data
 
 Caffe2 code imports the runtime directly: `from food101.caffe2 import core, workspace, ...`.
 Submodules load on first use, so `import food101` stays cheap (the LMDB build workers import
@@ -18,9 +18,10 @@ the package without needing torch).
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("caffe2", "data", "demo", "diagnostics", "inference", "interop", "train", "zoo")
-# names kept from the first layout: `food101.export` is now food101.interop.export
-_MOVED = {"export": "food101.interop.export"}
+_SUBMODULES = ("caffe2", "data", "diagnostics", "inference", "interop", "train", "walkthrough", "zoo")
+# names kept from the first layout: `food101.export` is food101.interop.export, `food101.demo`
+# food101.walkthrough
+_MOVED = {"export": "food101.interop.export", "demo": "food101.walkthrough"}
 
 
 def __getattr__(name):

@@ -138,7 +138,7 @@ only the paths change.
 import os, json
 import food101
 from food101 import zoo, data, train, export
-from food101.demo import prepare_data, STANDIN_NOTICE
+from food101.walkthrough import prepare_data, STANDIN_NOTICE
 
 workdir = os.path.abspath("quickstart_run")
 root, lmdbs = prepare_data(workdir)

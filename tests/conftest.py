@@ -13,6 +13,11 @@ def fresh_workspace():
 
 
 def pytest_collection_modifyitems(config, items):
+    if "heavy" not in (config.getoption("markexpr") or ""):
+        skip_heavy = pytest.mark.skip(reason="real pretrained model: run with -m heavy")
+        for item in items:
+            if "heavy" in item.keywords:
+                item.add_marker(skip_heavy)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from food101.cli import ToolParser  # noqa: E402
 from food101.caffe2.errors import Caffe2Error  # noqa: E402
-from food101.demo import run_demo  # noqa: E402
+from food101.walkthrough import run_demo  # noqa: E402
 from food101.train import CheckpointError, ConfigError, TrainingError  # noqa: E402
 
 # what a demo run can meet that is not a bug: no GPU, a damaged or half-built work folder

@@ -21,7 +21,7 @@ _EXPORTS = {
     "Augment": "augment", "random_crop_mirror": "augment", "center_crop": "augment",
     "crop_normalize": "augment", "BGR_MEAN": "augment",
     "check_lmdb": "check", "CheckReport": "check",
-    "make_demo_dataset": "demo", "DEMO_CLASSES": "demo",
+    "make_demo_dataset": "synthetic", "DEMO_CLASSES": "synthetic",
 }
 __all__ = sorted(_EXPORTS)
 

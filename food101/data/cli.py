@@ -33,7 +33,7 @@ def build_main(args):
 
 
 def make_demo_main(args):
-    from food101.data.demo import DEMO_CLASSES, make_demo_dataset
+    from food101.data.synthetic import DEMO_CLASSES, make_demo_dataset
     try:
         demo = make_demo_dataset(args.out, classes=_classes(args.classes) or DEMO_CLASSES,
                                  train_per_class=args.train_per_class, test_per_class=args.test_per_class,

@@ -5,7 +5,8 @@
     inference.evaluate_model("runs/x/deploy", "data/food101_test_lmdb")
 
 Modules: predict (InferenceModel, load_model, predict), evaluate (ClassificationMetrics,
-evaluate_model).
+evaluate_batches: the one evaluation loop, also run by training; evaluate_model), plots
+(the confusion matrix).
 """
 from food101.inference.evaluate import ClassificationMetrics, evaluate_model  # noqa: F401
 from food101.inference.predict import InferenceModel, load_model, predict  # noqa: F401

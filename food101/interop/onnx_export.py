@@ -259,19 +259,10 @@ def _average_pool(w, op, a):
     _pool(w, op, a, "AveragePool")
 
 
-@ONNX_EXPORT.converter("Relu")
-def _relu(w, op, a):
-    w.node("Relu", [w.input(op.input[0])], [w.output(op)], op)
-
-
-@ONNX_EXPORT.converter("Sigmoid")
-def _sigmoid(w, op, a):
-    w.node("Sigmoid", [w.input(op.input[0])], [w.output(op)], op)
-
-
-@ONNX_EXPORT.converter("Tanh")
-def _tanh(w, op, a):
-    w.node("Tanh", [w.input(op.input[0])], [w.output(op)], op)
+@ONNX_EXPORT.converter("Relu", "Sigmoid", "Tanh")
+def _unary(w, op, a):
+    """Ops whose ONNX node has the same name and no attributes."""
+    w.node(op.type, [w.input(op.input[0])], [w.output(op)], op)
 
 
 @ONNX_EXPORT.converter("LeakyRelu")

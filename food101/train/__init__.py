@@ -1,4 +1,4 @@
-"""Training: the solver config, the loop, checkpoints, metrics, evaluation, plots, prediction.
+"""Training: the solver config, the engine and its hooks, metrics, plots.
 
     from food101 import train
     cfg = train.load_config("configs/food101_squeezenet.yaml", overrides=["solver.max_iter=100"])
@@ -7,8 +7,10 @@
     train.predict(result["deploy_dir"], ["pizza.jpg"])
 
 Modules: config (the documented config tree, YAML / solver.prototxt / overrides), schedule (the
-lr schedule, via the LearningRate op's own function), loop (Trainer, fine_tune), checkpoint,
-metrics (Caffe-style log, metrics.jsonl), plots. Prediction and evaluation: food101.inference.
+lr schedule, via the LearningRate op's own function), nets (the run's nets from the zoo model),
+loop (the engine: Trainer, fine_tune), hooks (logging, diagnostics, evaluation, checkpoints,
+distributed: one owner each), metrics (Caffe-style log, metrics.jsonl), plots, distributed.
+The checkpoint format is food101.checkpoint; prediction and evaluation: food101.inference.
 """
 from food101.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: F401
 from food101.train.config import (Config, ConfigError, default_config, dump_config, load_config,  # noqa: F401

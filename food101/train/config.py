@@ -31,6 +31,7 @@ from food101.caffe2.ops.learning_rate import LR_POLICIES
 from food101.config_fields import documented
 from food101.data.augment import BGR_MEAN
 from food101.diagnostics.settings import DiagnosticsConfig
+from food101.interop.caffe import caffe_pb2, netfile
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,9 @@ class ModelConfig:
     """The Model Zoo network and what is fine-tuned."""
     zoo_dir: str = _key("", "folder holding the zoo's predict_net.pb and init_net.pb; \"\" = the "
                             "downloaded SqueezeNet, else the seeded stand-in shipped for tests")
+    caffe_net: str = _key("", "a Caffe train_val.prototxt to train instead of a zoo model (a "
+                              "solver's `net:` line sets it): its TRAIN and TEST phases, losses, "
+                              "lr_mult/decay_mult and fillers, with zoo_dir's weights if given")
     num_classes: int = _key(0, "outputs of the new classifier; 0 = the train LMDB's class count "
                                "(its builder metadata or data.classes_file; Food-101 has 101)")
     freeze_up_to: str = _key("", "last blob of the frozen backbone: zoo layers up to it keep their "
@@ -410,126 +414,52 @@ CAFFE_SOLVER_FIELDS = {
     "solver_type": "solver.nesterov",     # Caffe's deprecated enum spelling (SGD / NESTEROV)
     "regularization_type": None,          # only "L2" is accepted (what weight_decay does)
 }
-# Fields of real solver files that name things this driver builds itself.
-_CAFFE_NET_FIELDS = ("net", "net_param", "train_net", "test_net", "train_net_param", "test_net_param")
-_REPEATED = ("stepvalue", "test_iter")
-
-_TOKEN = re.compile(r"""
-    \s+ | \#[^\n]* |                                  # whitespace, comments
-    (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*') |    # quoted strings
-    (?P<punct>[:{}\[\],;<>]) |
-    (?P<word>[^\s:{}\[\],;<>"'\#]+)
-""", re.VERBOSE)
+# SolverParameter fields that name the net(s): `net` (a train_val.prototxt with TRAIN and TEST
+# phases) is followed (model.caffe_net); the others describe Caffe-only setups.
+_CAFFE_NET_FIELDS = ("net", "net_param", "train_net", "test_net", "train_net_param", "test_net_param",
+                     "train_state", "test_state")
 
 
-def _tokens(text, path):
-    pos, line = 0, 1
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise ConfigError("%s:%d: cannot parse %r" % (path, line, text[pos:pos + 20]))
-        if m.group("str"):
-            yield ("str", _unquote(m.group("str")), line)
-        elif m.group("punct"):
-            yield ("punct", m.group("punct"), line)
-        elif m.group("word"):
-            yield ("word", m.group("word"), line)
-        line += m.group(0).count("\n")
-        pos = m.end()
+def read_solver(path):
+    """A Caffe solver.prototxt -> caffe_pb2.SolverParameter (protobuf text_format with the
+    project's Caffe schema); an unknown field names the closest valid ones."""
+    try:
+        return netfile.read_solver(path)
+    except netfile.CaffeFormatError as e:
+        text = str(e)
+        match = re.search(r"field '(\w+)' is not in SolverParameter", text)
+        if match:
+            raise ConfigError("%s: unknown solver field %r%s" % (path, match.group(1),
+                                                                  _suggest_field(match.group(1)))) from None
+        raise ConfigError(text) from None
 
 
-def _unquote(s):
-    body = s[1:-1]
-    return body.encode("latin-1", "backslashescape").decode("unicode_escape") if "\\" in body else body
-
-
-def _scalar(token):
-    kind, text, _ = token
-    if kind == "str":
-        return text
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text  # an enum identifier such as GPU
-
-
-def parse_prototxt(text, path="<prototxt>"):
-    """Protobuf text format -> {field: [values]} (nested messages become dicts of the same form).
-
-    Handles `key: value` pairs (several per line too), repeated keys, `key: [a, b]` lists,
-    quoted strings with escapes, `#` comments and `name { ... }` blocks."""
-    tokens = list(_tokens(text, path))
-    pos = 0
-
-    def block(closing):
-        nonlocal pos
-        out = {}
-        while pos < len(tokens):
-            kind, value, line = tokens[pos]
-            if kind == "punct" and value == closing:
-                pos += 1
-                return out
-            if kind == "punct" and value in ",;":
-                pos += 1
-                continue
-            if kind != "word":
-                raise ConfigError("%s:%d: expected a field name, got %r" % (path, line, value))
-            name = value
-            pos += 1
-            if pos >= len(tokens):
-                raise ConfigError("%s:%d: field %r has no value" % (path, line, name))
-            kind, value, line = tokens[pos]
-            if kind == "punct" and value == ":":
-                pos += 1
-                if pos >= len(tokens):
-                    raise ConfigError("%s:%d: field %r has no value" % (path, line, name))
-                kind, value, line = tokens[pos]
-            if kind == "punct" and value in "{<":
-                pos += 1
-                out.setdefault(name, []).append(block("}" if value == "{" else ">"))
-            elif kind == "punct" and value == "[":
-                pos += 1
-                while tokens[pos][1] != "]":
-                    if tokens[pos][1] != ",":
-                        out.setdefault(name, []).append(_scalar(tokens[pos]))
-                    pos += 1
-                pos += 1
-            elif kind in ("word", "str"):
-                out.setdefault(name, []).append(_scalar(tokens[pos]))
-                pos += 1
-            else:
-                raise ConfigError("%s:%d: field %r: unexpected %r" % (path, line, name, value))
-        if closing is not None:
-            raise ConfigError("%s: unclosed block (missing %r)" % (path, closing))
-        return out
-
-    return block(None)
-
-
-def solver_updates(fields, path="<solver.prototxt>"):
-    """Parsed solver fields -> flat {"solver.key": value} updates for `merge`."""
+def solver_updates(solver, path="<solver.prototxt>"):
+    """A SolverParameter -> flat {"solver.key": value} updates for `merge` (only the fields the
+    file sets), plus {"model.caffe_net": path} for a `net:` line (resolved by `resolve_net`)."""
     updates = {}
-    for name, values in fields.items():
+    for field, value in solver.ListFields():
+        name = field.name
+        if name == "net":
+            updates["model.caffe_net"] = resolve_net(value, path)
+            continue
         if name in _CAFFE_NET_FIELDS:
-            raise ConfigError("%s: field %r is not supported: the training net is built from the zoo "
-                              "model (model.* keys) and the data from data.train_lmdb/test_lmdb; "
-                              "remove it" % (path, name))
+            raise ConfigError("%s: field %r is not supported: give the net as `net: "
+                              "\"train_val.prototxt\"` (TRAIN and TEST phases in one file)"
+                              % (path, name))
         if name not in CAFFE_SOLVER_FIELDS:
-            raise ConfigError("%s: unknown solver field %r%s" % (
-                path, name, _suggest_field(name)))
-        if any(isinstance(v, dict) for v in values):
-            raise ConfigError("%s: field %r takes a value, not a { } block" % (path, name))
-        if name not in _REPEATED and len(values) > 1:
-            raise ConfigError("%s: field %r is given %d times; it takes one value" % (path, name, len(values)))
-        value = values if name == "stepvalue" else values[0]
-        if name == "test_iter" and len(values) > 1:
-            raise ConfigError("%s: test_iter is given %d times (one per Caffe test net); this driver "
-                              "has one test net, give one" % (path, len(values)))
+            raise ConfigError("%s: solver field %r is valid Caffe but not supported by this "
+                              "driver; remove it (supported: %s)" % (path, name,
+                                                                   ", ".join(CAFFE_SOLVER_FIELDS)))
+        if field.enum_type is not None:
+            value = field.enum_type.values_by_number[value].name
+        if name == "test_iter":
+            if len(value) > 1:
+                raise ConfigError("%s: test_iter is given %d times (one per Caffe test net); this "
+                                  "driver has one test net, give one" % (path, len(value)))
+            value = value[0]
+        elif name == "stepvalue":
+            value = list(value)
         if name in ("type", "solver_type"):
             kind = str(value).upper()
             if kind not in ("SGD", "NESTEROV"):
@@ -543,8 +473,28 @@ def solver_updates(fields, path="<solver.prototxt>"):
             continue
         elif name == "solver_mode":
             value = str(value).upper()
+        elif isinstance(value, float):
+            value = float("%.7g" % value)  # a float field read back as written (0.04, not 0.0399..)
         updates[CAFFE_SOLVER_FIELDS[name]] = value
     return updates
+
+
+def resolve_net(net, solver_path):
+    """The solver's `net:` path as Caffe users mean it: absolute; else relative to the working
+    directory (Caffe's rule: `caffe train` runs from the repository root); else relative to the
+    solver file; else, the file of that name beside the solver (a solver and net copied out of
+    a Caffe tree, e.g. "models/x/train_val.prototxt" -> ./train_val.prototxt)."""
+    if os.path.isabs(net):
+        candidates = [net]
+    else:
+        folder = os.path.dirname(os.path.abspath(solver_path))
+        candidates = [os.path.abspath(net), os.path.join(folder, net),
+                      os.path.join(folder, os.path.basename(net))]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise ConfigError("%s: net %r not found (looked at %s)" % (solver_path, net, ", ".join(
+        dict.fromkeys(candidates))))
 
 
 def _suggest_field(name):
@@ -555,7 +505,49 @@ def _suggest_field(name):
 
 
 def load_solver_prototxt(path):
-    return solver_updates(parse_prototxt(read_config_text(path, "solver.prototxt"), path), path)
+    updates = solver_updates(read_solver(path), path)
+    if "model.caffe_net" in updates:
+        if "solver.nesterov" not in updates:  # Caffe's default solver type is SGD
+            updates["solver.nesterov"] = False
+        updates.update(caffe_data_updates(updates["model.caffe_net"]))
+    return updates
+
+
+def caffe_data_updates(net_path):
+    """data.* keys from a Caffe net's Data/ImageData layers: TRAIN and TEST batch sizes, the
+    TRAIN transform_param (crop_size, mean_value, mirror) and the LMDB `source` paths (relative
+    to the net file when they exist there; --train-lmdb / --set data.train_lmdb=... override)."""
+    net = netfile.read_net(net_path)
+    updates = {}
+    for layer in net.layer:
+        if layer.type not in ("Data", "ImageData"):
+            continue
+        phases = {rule.phase for rule in layer.include if rule.HasField("phase")} or {
+            caffe_pb2.TRAIN, caffe_pb2.TEST}
+        param = layer.data_param if layer.type == "Data" else layer.image_data_param
+        source = param.source
+        beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), source)
+        if source and not os.path.exists(source) and os.path.exists(beside):
+            source = beside
+        if caffe_pb2.TRAIN in phases:
+            t = layer.transform_param
+            if param.batch_size:
+                updates["data.batch_size"] = param.batch_size
+            if t.crop_size:
+                updates["data.crop_size"] = t.crop_size
+            if len(t.mean_value) == 3:
+                updates["data.mean"] = [float(v) for v in t.mean_value]
+            elif len(t.mean_value) == 1:
+                updates["data.mean"] = [float(t.mean_value[0])] * 3
+            updates["data.mirror"] = bool(t.mirror)
+            if source and layer.type == "Data":
+                updates["data.train_lmdb"] = source
+        if caffe_pb2.TEST in phases and caffe_pb2.TRAIN not in phases:
+            if param.batch_size:
+                updates["data.test_batch_size"] = param.batch_size
+            if source and layer.type == "Data":
+                updates["data.test_lmdb"] = source
+    return updates
 
 
 # ------------------------------------------------------------------------------------------
@@ -650,7 +642,8 @@ def validate(cfg):
             s.lr_policy, " (did you mean %s?)" % " or ".join(hint) if hint else "",
             ", ".join(CAFFE_LR_POLICIES)))
     checks = [
-        (s.base_lr > 0, "solver.base_lr must be > 0, got %r" % s.base_lr),
+        (s.base_lr >= 0, "solver.base_lr must be >= 0, got %r (0 is legal Caffe: nothing is "
+                         "updated)" % s.base_lr),
         (s.max_iter >= 1, "solver.max_iter must be >= 1, got %r" % s.max_iter),
         (s.iter_size >= 1, "solver.iter_size must be >= 1, got %r" % s.iter_size),
         (0 <= s.momentum < 1, "solver.momentum must be in [0, 1), got %r" % s.momentum),

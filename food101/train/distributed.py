@@ -306,7 +306,7 @@ def lr_scale_factor(world_size, batch_size, iter_size=1, reference_batch=0, rule
 
 # ------------------------------------------------------------------------------ the trainer's nets
 def prepare_training_nets(nets, cfg, ctx=None):
-    """Make the trainer's nets (loop.TrainingNets, right after build_training_nets) data-parallel:
+    """Make the trainer's nets (nets.TrainingNets, right after build_training_nets) data-parallel:
     param broadcast in the init net; in the update net the gradient Allreduce first, the scaled
     learning rate with warm-up, and the BN statistics sync last. Returns the lr scale factor.
     A no-op (factor 1) for a single process."""

@@ -107,7 +107,8 @@ class RunLogging:
                  "Train LMDB %s: %d records, %d classes; batch %d x iter_size %d" % (
                      cfg.data.train_lmdb, trainer.reader.num_records, len(trainer.class_names),
                      cfg.data.batch_size, cfg.solver.iter_size),
-                 "Zoo model: %s" % trainer.nets.zoo_note,
+                 "Zoo model: %s" % trainer.nets.zoo_note] + [
+                     "  " + note for note in trainer.nets.notes] + [
                  "Trained: %d params in %s; frozen: %d zoo blobs" % (
                      len(trainer.nets.params), _layer_summary(trainer.nets.params),
                      len(trainer.nets.frozen_blobs)),

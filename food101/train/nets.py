@@ -15,6 +15,9 @@ from food101.caffe2 import core, optimizer
 from food101.caffe2.executor import AUTOGRAD_OP
 from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.utils import ArgsToDict
+from food101.interop.backbone import load_backbone
+from food101.interop.caffe.netfile import CaffeFormatError
+from food101.train import caffe_setup
 from food101.train import config as C
 
 
@@ -42,6 +45,7 @@ class TrainingNets:
     zoo_note: str = ""              # which zoo weights (real, or the stand-in and why)
     frozen_blobs: list = dataclasses.field(default_factory=list)
     zoo_model: object = None        # the zoo model as loaded (its pretrained values)
+    notes: list = dataclasses.field(default_factory=list)  # translation notes, Caffe findings
 
 
 def split_at_gradient(netdef, name):
@@ -80,12 +84,18 @@ def add_accumulation(fwd_bwd, update, grads, iter_size):
 
 
 def load_zoo_model(model_cfg):
-    """The zoo SqueezeNet: model.zoo_dir, else the downloaded one, else the seeded stand-in."""
+    """The backbone: model.zoo_dir (a Model Zoo folder, an .onnx file or a folder with one, a
+    Caffe deploy.prototxt + .caffemodel folder), else the downloaded SqueezeNet, else the
+    seeded stand-in."""
     if model_cfg.zoo_dir:
-        if not os.path.isdir(model_cfg.zoo_dir):
-            raise TrainingError("model.zoo_dir: %s is not a folder (expected the zoo's "
-                                "predict_net.pb and init_net.pb)" % model_cfg.zoo_dir)
-        return zoo.load(model_cfg.zoo_dir), "%s" % model_cfg.zoo_dir
+        if not os.path.exists(model_cfg.zoo_dir):
+            raise TrainingError("model.zoo_dir: %s does not exist (expected a Model Zoo folder, an "
+                                ".onnx file, or a Caffe deploy.prototxt + .caffemodel folder)"
+                                % model_cfg.zoo_dir)
+        try:
+            return load_backbone(model_cfg.zoo_dir), "%s" % model_cfg.zoo_dir
+        except zoo.ZooError as e:
+            raise TrainingError("model.zoo_dir: %s" % e) from None
     location = zoo.locate_squeezenet()
     return location.load(), location.note
 
@@ -93,6 +103,8 @@ def load_zoo_model(model_cfg):
 def build_training_nets(cfg, class_names, device_option):
     """Train (forward+backward, update) and test nets of the fine-tuning run, on the device."""
     model_cfg, solver = cfg.model, cfg.solver
+    if model_cfg.caffe_net:
+        return _caffe_training_nets(cfg, class_names, device_option)
     zoo_model, zoo_note = load_zoo_model(model_cfg)
     food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
                                   weight_init=model_cfg.weight_init, bias_init=model_cfg.bias_init)
@@ -124,6 +136,24 @@ def build_training_nets(cfg, class_names, device_option):
         params=[str(p) for p in train.GetParams()], lr_blob=lr_blob, lr_scale=lr_scale,
         class_names=list(class_names), train_model=train, zoo_note=zoo_note,
         frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model)
+
+
+def _caffe_training_nets(cfg, class_names, device_option):
+    """A solver's train_val.prototxt (model.caffe_net) as the run's nets (train.caffe_setup)."""
+    try:
+        built = caffe_setup.build(cfg, class_names, device_option)
+    except (caffe_setup.CaffeSetupError, CaffeFormatError) as e:
+        raise TrainingError(str(e)) from None
+    train = built["model"]
+    fwd_bwd, update = split_at_gradient(train.net.Proto(), train.net.Proto().name)
+    lr_blob, lr_scale = _base_lr_blob(update, cfg.solver.base_lr)
+    return TrainingNets(
+        fwd_bwd=fwd_bwd, update=update, test=built["test"], init=[train.param_init_net.Proto()],
+        data=built["data"], label=built["label"], loss=built["loss"], accuracy=built["accuracy"],
+        probs=built["probs"], params=[str(p) for p in train.GetParams()], lr_blob=lr_blob,
+        lr_scale=lr_scale, class_names=list(class_names), train_model=train,
+        zoo_note=built["note"], frozen_blobs=built["frozen_blobs"], zoo_model=None,
+        notes=built["notes"])
 
 
 def _base_lr_blob(update, base_lr):

@@ -19,7 +19,7 @@ import torch
 
 from food101.caffe2.errors import Caffe2Error, ProtobufParseError
 from food101.caffe2.proto import caffe2_pb2, load_net, save_net
-from food101.caffe2.utils import GIVEN_FILLS, external_reads, given_fill_value
+from food101.caffe2.utils import GIVEN_FILLS, ArgsToDict, external_reads, given_fill_value
 from food101.zoo import _nets
 
 INIT_NET = "init_net.pb"
@@ -347,8 +347,35 @@ WEIGHTED_OPS = ("Conv", "FC", "FCTransposed", "ConvTranspose")
 
 
 def find_classifier(predict_net):
-    for index in range(len(predict_net.op) - 1, -1, -1):
-        op = predict_net.op[index]
-        if op.type in WEIGHTED_OPS and len(op.input) >= 2:
-            return Classifier(index, op)
-    raise ZooError("predict net %r has no Conv or FC layer to act as the classifier" % predict_net.name)
+    """The layer a new head replaces: the last FC (Caffe InnerProduct, ONNX Gemm), or, in a net
+    whose head is convolutional (SqueezeNet's conv10), the last 1x1 Conv before the global pool;
+    else the last weighted layer."""
+    ops = predict_net.op
+    weighted = [i for i, op in enumerate(ops) if op.type in WEIGHTED_OPS and len(op.input) >= 2]
+    if not weighted:
+        raise ZooError("predict net %r has no Conv or FC layer to act as the classifier"
+                       % predict_net.name)
+    pools = [i for i, op in enumerate(ops) if _is_global_pool(op)]
+    fcs = [i for i in weighted if ops[i].type in ("FC", "FCTransposed")]
+    if fcs and (not pools or fcs[-1] > pools[-1]):
+        return Classifier(fcs[-1], ops[fcs[-1]])
+    if pools:
+        convs = [i for i in weighted if i < pools[-1] and ops[i].type == "Conv"
+                 and _kernel_is_1x1(ops[i])]
+        if convs:
+            return Classifier(convs[-1], ops[convs[-1]])
+    return Classifier(weighted[-1], ops[weighted[-1]])
+
+
+def _is_global_pool(op):
+    args = ArgsToDict(op.arg)
+    if op.type in ("AveragePool", "MaxPool") and args.get("global_pooling"):
+        return True
+    return op.type == "ReduceMean" and sorted(args.get("axes", [])) == [2, 3]
+
+
+def _kernel_is_1x1(op):
+    args = ArgsToDict(op.arg)
+    kernels = args.get("kernels") or [args.get("kernel_h", args.get("kernel")),
+                                      args.get("kernel_w", args.get("kernel"))]
+    return list(kernels) == [1, 1]

@@ -8,7 +8,7 @@ import pytest
 
 from food101.data import LMDBReader, build_lmdb
 from food101.data.decode import BadImage, decode_image_bytes, read_image
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from food101.data.layout import Food101Layout
 
 SIZE = 32

@@ -10,7 +10,7 @@ import pytest
 
 from food101.caffe2.proto import caffe2_pb2, tensor_to_numpy
 from food101.data import LMDBReader, OutputExistsError, build_lmdb, read_metadata
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from food101.data.layout import Food101Layout
 from food101.data.records import key_source
 

@@ -7,7 +7,7 @@ import lmdb
 import numpy as np
 
 from food101.data import build_lmdb, check_lmdb, encode_record
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from tests.support import REFERENCE, REPO
 
 ROOT = REPO

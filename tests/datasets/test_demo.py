@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from food101.data.decode import jpeg_components
-from food101.data.demo import BROKEN_FILES, encode_cmyk_jpeg, make_demo_dataset
+from food101.data.synthetic import BROKEN_FILES, encode_cmyk_jpeg, make_demo_dataset
 from food101.data.layout import Food101Layout
 from tests.support import REPO
 

@@ -11,7 +11,7 @@ import pytest
 
 from food101.data import build_lmdb, read_metadata
 from food101.data import writer as writer_module
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from tests.support import REPO
 
 ROOT = REPO

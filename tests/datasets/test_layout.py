@@ -4,7 +4,7 @@ import os
 import pytest
 
 from food101.data import LayoutError, build_lmdb
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from food101.data.layout import Food101Layout
 
 

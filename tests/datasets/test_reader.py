@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from food101.data import LMDBReader, RecordError, build_lmdb, encode_record
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from tests.support import REFERENCE
 
 FIXTURES = os.path.join(REFERENCE, "lmdb")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from food101.data import LMDBReader, build_lmdb
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from food101.data.resident import DeviceResidentDataset
 from tests.support import ZOO
 

@@ -20,7 +20,7 @@ from food101.caffe2 import core, model_helper, optimizer, workspace
 from food101.caffe2.proto import caffe2_pb2
 from food101.data.reader import LMDBReader
 from food101.checkpoint import save_checkpoint
-from food101.diagnostics import Diagnostics, DivergenceGuard, demo, reproduce
+from food101.diagnostics import Diagnostics, DivergenceGuard, stories, reproduce
 
 CLASSES, BATCH, RECORDS, POISONED = 4, 8, 48, 21
 POISONED_KEY = "%08d" % POISONED
@@ -36,12 +36,12 @@ def one_thread():
 
 def poisoned_lmdb(tmp_path, poison):
     images, labels = [], []
-    for batch_images, batch_labels in demo.colour_batches(RECORDS // BATCH, batch_size=BATCH,
+    for batch_images, batch_labels in stories.colour_batches(RECORDS // BATCH, batch_size=BATCH,
                                                           num_classes=CLASSES, seed=4):
         images.extend(batch_images)
         labels.extend(batch_labels)
     path = str(tmp_path / "train.lmdb")
-    demo.write_lmdb(path, images, labels, poison={POISONED: poison})
+    stories.write_lmdb(path, images, labels, poison={POISONED: poison})
     return path
 
 
@@ -49,12 +49,12 @@ def build_model(device=None):
     """Fine-tuning: a frozen pretrained backbone, a new classifier."""
     model = model_helper.ModelHelper(name="story4")
     with core.DeviceScope(device or caffe2_pb2.DeviceOption()):
-        features = demo.add_backbone(model, "data", depth=2, width=8, trainable=False)
-        loss = demo.add_classifier(model, features, 8 * 8 * 8, CLASSES)
+        features = stories.add_backbone(model, "data", depth=2, width=8, trainable=False)
+        loss = stories.add_classifier(model, features, 8 * 8 * 8, CLASSES)
         model.AddGradientOperators([loss])
         optimizer.build_sgd(model, base_learning_rate=0.01, policy="fixed", momentum=0.9)
     workspace.RunNetOnce(model.param_init_net)
-    for name, value in demo.tiny_zoo_weights(depth=2, width=8).items():
+    for name, value in stories.tiny_zoo_weights(depth=2, width=8).items():
         if not name.startswith("pred"):
             workspace.FeedBlob(name, value, device)
     return model

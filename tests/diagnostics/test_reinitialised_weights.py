@@ -1,7 +1,7 @@
 """Story 1: "SqueezeNet on Food-101 with every weight re-initialised by Xavier: accuracy stays
 near chance for thousands of iterations; gradient mean ~1e-6 in conv1."
 
-Small scale: a 20-layer conv backbone whose "pretrained" weights (demo.tiny_zoo_weights) make
+Small scale: a 20-layer conv backbone whose "pretrained" weights (stories.tiny_zoo_weights) make
 the task easy. Fine-tuned properly (zoo weights loaded after the param_init_net, backbone frozen)
 the loss leaves chance within a few iterations and the diagnostics stay quiet. Built with
 brew.conv and the zoo weights fed *before* the param_init_net runs, every layer is re-drawn
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from food101.caffe2 import model_helper, optimizer, workspace
-from food101.diagnostics import ERROR, WARNING, Diagnostics, demo
+from food101.diagnostics import ERROR, WARNING, Diagnostics, stories
 
 DEPTH, WIDTH, CLASSES, ITERS = 20, 8, 6, 60
 SETTINGS = {"chance_patience": 30, "health_interval": 10, "stats_interval": 20,
@@ -32,11 +32,11 @@ def one_thread():
 
 
 def fine_tune(reinit):
-    zoo = demo.tiny_zoo_weights(depth=DEPTH, width=WIDTH)
+    zoo = stories.tiny_zoo_weights(depth=DEPTH, width=WIDTH)
     backbone = {k: v for k, v in zoo.items() if not k.startswith("pred")}
     model = model_helper.ModelHelper(name="story1_%s" % ("reinit" if reinit else "ok"))
-    features = demo.add_backbone(model, "data", depth=DEPTH, width=WIDTH, trainable=reinit)
-    loss = demo.add_classifier(model, features, WIDTH * 8 * 8, CLASSES)
+    features = stories.add_backbone(model, "data", depth=DEPTH, width=WIDTH, trainable=reinit)
+    loss = stories.add_classifier(model, features, WIDTH * 8 * 8, CLASSES)
     model.AddGradientOperators([loss])
     optimizer.build_sgd(model, base_learning_rate=0.01, policy="fixed", momentum=0.9)
     if reinit:  # the mistake: zoo weights first, then the param_init_net re-draws them all
@@ -47,7 +47,7 @@ def fine_tune(reinit):
         workspace.RunNetOnce(model.param_init_net)
         for name, value in backbone.items():
             workspace.FeedBlob(name, value)
-    batches = demo.colour_batches(ITERS, batch_size=8, num_classes=CLASSES, image=8)
+    batches = stories.colour_batches(ITERS, batch_size=8, num_classes=CLASSES, image=8)
     workspace.FeedBlob("data", batches[0][0])
     workspace.FeedBlob("label", batches[0][1])
     workspace.CreateNet(model.net)

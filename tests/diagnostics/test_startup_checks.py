@@ -6,7 +6,7 @@ import pytest
 
 from food101 import zoo
 from food101.caffe2 import model_helper, optimizer, workspace
-from food101.diagnostics import ERROR, WARNING, Diagnostics, demo
+from food101.diagnostics import ERROR, WARNING, Diagnostics, stories
 from tests.support import ZOO
 
 ZOO = ZOO
@@ -14,11 +14,11 @@ ZOO = ZOO
 
 def tiny(num_classes=4):
     model = model_helper.ModelHelper(name="checks")
-    features = demo.add_backbone(model, "data", depth=2, width=8, trainable=False)
-    loss = demo.add_classifier(model, features, 8 * 8 * 8, num_classes)
+    features = stories.add_backbone(model, "data", depth=2, width=8, trainable=False)
+    loss = stories.add_classifier(model, features, 8 * 8 * 8, num_classes)
     model.AddGradientOperators([loss])
     optimizer.build_sgd(model, base_learning_rate=0.01, policy="fixed", momentum=0.9)
-    weights = demo.tiny_zoo_weights(depth=2, width=8)
+    weights = stories.tiny_zoo_weights(depth=2, width=8)
     workspace.RunNetOnce(model.param_init_net)
     for name, value in weights.items():
         if not name.startswith("pred"):
@@ -36,7 +36,7 @@ def start(model, weights, **settings):
 def test_labels_outside_the_classes_are_named_with_their_keys():
     model, weights = tiny()
     diag = start(model, weights)
-    images, _ = demo.colour_batches(1, batch_size=4)[0]
+    images, _ = stories.colour_batches(1, batch_size=4)[0]
     diag.on_batch(1, images, np.array([0, 3, 4, -1], np.int32), ["k0", "k1", "k2", "k3"])
     (finding,) = [f for f in diag.findings if f.code == "label_range"]
     assert finding.severity == ERROR
@@ -47,7 +47,7 @@ def test_labels_outside_the_classes_are_named_with_their_keys():
 def test_unit_scaled_data_for_a_zoo_model_is_flagged():
     model, weights = tiny()
     diag = start(model, weights)
-    images, labels = demo.colour_batches(1, batch_size=4, scale="unit")[0]
+    images, labels = stories.colour_batches(1, batch_size=4, scale="unit")[0]
     diag.on_batch(1, images, labels)
     workspace.FeedBlob("data", images)
     workspace.FeedBlob("label", labels)
@@ -63,7 +63,7 @@ def test_unit_scaled_data_for_a_zoo_model_is_flagged():
 def test_properly_scaled_data_is_quiet():
     model, weights = tiny()
     diag = start(model, weights)
-    images, labels = demo.colour_batches(1, batch_size=4, scale="zoo")[0]
+    images, labels = stories.colour_batches(1, batch_size=4, scale="zoo")[0]
     diag.on_batch(1, images, labels, ["a", "b", "c", "d"])
     workspace.FeedBlob("data", images)
     workspace.FeedBlob("label", labels)

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from food101.train import config as C
-from food101.train.config import ConfigError, load_config, parse_prototxt, solver_updates
+from food101.interop.caffe import caffe_pb2, netfile
+from food101.train.config import ConfigError, load_config, solver_updates
 from tests.support import REPO
 
 ROOT = REPO
@@ -109,33 +110,59 @@ def test_each_caffe_solver_field_is_parsed(tmp_path):
     assert (s.solver_mode, s.device_id, s.random_seed, s.iter_size) == ("GPU", 1, 1701, 4)
     assert s.nesterov is False
     # every mapped Caffe field appears in the fixture above
-    mentioned = set(parse_prototxt(FULL_SOLVER))
+    parsed = netfile.parse_text(FULL_SOLVER, caffe_pb2.SolverParameter())
+    mentioned = {f.name for f, _ in parsed.ListFields()}
     assert set(C.CAFFE_SOLVER_FIELDS) - mentioned == {"solver_type"}
 
 
 @pytest.mark.parametrize("text, expected", [
-    ('type: "Nesterov"', True), ("type: SGD", False), ("solver_type: NESTEROV", True),
+    ('type: "Nesterov"', True), ('type: "SGD"', False), ("solver_type: NESTEROV", True),
 ])
 def test_solver_type_sets_nesterov(text, expected):
-    assert solver_updates(parse_prototxt(text))["solver.nesterov"] is expected
+    solver = netfile.parse_text(text, caffe_pb2.SolverParameter())
+    assert solver_updates(solver)["solver.nesterov"] is expected
 
 
-def test_prototxt_syntax_variants():
-    fields = parse_prototxt('a: 1 b: "x y" # c: 3\nd: [1, 2,3]\nblock { k: "v" }\ne: \'q\\\'s\'\n')
-    assert fields == {"a": [1], "b": ["x y"], "d": [1, 2, 3], "block": [{"k": ["v"]}], "e": ["q's"]}
+def test_prototxt_syntax_variants(tmp_path):
+    """Protobuf text format as Caffe writes it: comments, lists, quotes, several fields a line."""
+    path = write(tmp_path, "s.prototxt", 'base_lr: 0.5 max_iter: 9 # display: 3\n'
+                                         'stepvalue: [1, 2,3] lr_policy: \'multistep\'\n'
+                                         'snapshot_prefix: "a \\"b\\""\n')
+    s = load_config(solver_path=path).solver
+    assert (s.base_lr, s.max_iter, s.stepvalue, s.lr_policy) == (0.5, 9, (1, 2, 3), "multistep")
+    assert s.snapshot_prefix == 'a "b"' and s.display == C.default_config().solver.display
+
+
+def test_solver_net_line_is_followed(tmp_path, monkeypatch):
+    """`net:` relative to the working directory (Caffe's rule), else to the solver file, else
+    the file of that name beside the solver."""
+    (tmp_path / "caffe" / "models").mkdir(parents=True)
+    (tmp_path / "caffe" / "models" / "train_val.prototxt").write_text("name: 'x'")
+    solver = tmp_path / "caffe" / "models" / "solver.prototxt"
+    solver.write_text('net: "models/train_val.prototxt"\nbase_lr: 0.1\n')
+    monkeypatch.chdir(tmp_path / "caffe")  # `caffe train` from the Caffe root
+    net = str(tmp_path / "caffe" / "models" / "train_val.prototxt")
+    assert load_config(solver_path=str(solver)).model.caffe_net == net
+    monkeypatch.chdir(tmp_path)  # elsewhere: found beside the solver
+    assert load_config(solver_path=str(solver)).model.caffe_net == net
+    solver.write_text('net: "train_val.prototxt"\n')
+    assert load_config(solver_path=str(solver)).model.caffe_net == net
+    solver.write_text('net: "nowhere/else.prototxt"\n')
+    with pytest.raises(ConfigError, match="net 'nowhere/else.prototxt' not found"):
+        load_config(solver_path=str(solver))
 
 
 @pytest.mark.parametrize("text, message", [
     ("base_lrr: 0.1", "unknown solver field 'base_lrr'; did you mean base_lr"),
     ("lr_polcy: \"step\"", "did you mean lr_policy"),
-    ('net: "train_val.prototxt"', "field 'net' is not supported"),
-    ("base_lr: 0.1\nbase_lr: 0.2", "given 2 times"),
+    ('train_net: "train.prototxt"', "field 'train_net' is not supported"),
+    ("clip_gradients: 10", "'clip_gradients' is valid Caffe but not supported"),
     ("test_iter: 10\ntest_iter: 20", "one test net"),
     ('type: "Adam"', "'Adam' is not supported"),
     ('regularization_type: "L1"', "only \"L2\""),
-    ("base_lr: fast", "solver.base_lr: expected a number"),
+    ("base_lr: fast", "Couldn't parse float: fast"),
     ('lr_policy: "steps"', "unknown policy 'steps' (did you mean step"),
-    ("base_lr: 0.1 {", "expected a field name"),
+    ("base_lr: 0.1 {", "bad.prototxt"),
 ])
 def test_solver_errors_name_the_field(tmp_path, text, message):
     with pytest.raises(ConfigError) as e:

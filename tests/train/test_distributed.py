@@ -311,7 +311,7 @@ def test_train_py_distributed_equals_one_process_and_resumes_exactly(tmp_path):
     dropout, so both see the same images the same way). Only rank 0 writes files. 3 updates +
     resume + 3 updates on both ranks == 6 updates, bit for bit."""
     import json
-    from food101.data.demo import make_demo_dataset
+    from food101.data.synthetic import make_demo_dataset
     from food101.data.writer import build_lmdb
     from food101.train import config as C
     from food101.train import fine_tune

@@ -28,7 +28,7 @@ N = 48  # iterations before the interruption point; the reference run does 2N
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from food101.data.demo import make_demo_dataset
+    from food101.data.synthetic import make_demo_dataset
     from food101.data.writer import build_lmdb
     root = tmp_path_factory.mktemp("demo")
     dataset = make_demo_dataset(str(root / "food"), train_per_class=24, test_per_class=8,

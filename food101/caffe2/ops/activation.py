@@ -50,3 +50,4 @@ def sigmoid(X):
 @operator("Tanh")
 def tanh(X):
     return torch.tanh(X)
+

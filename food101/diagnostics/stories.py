@@ -81,22 +81,6 @@ def add_classifier(model, features, dim, num_classes, name="pred"):
     return loss
 
 
-def add_squeezenet_head(model, features, dim, num_classes, name="pred", relu=True):
-    """SqueezeNet's classifier: 1x1 conv -> ReLU -> global AveragePool -> Softmax, then
-    LabelCrossEntropy -> AveragedLoss and Accuracy; returns the loss blob. (The ReLU before the
-    pooling can leave whole classes dead from the start; relu=False drops it.)"""
-    brew.conv(model, features, name, dim, num_classes, kernel=1)
-    if relu:
-        brew.relu(model, name, name)
-    brew.average_pool(model, name, "pool", global_pooling=True)
-    brew.softmax(model, "pool", "softmax")
-    xent = model.net.LabelCrossEntropy(["softmax", "label"], "xent")
-    loss = model.net.AveragedLoss(xent, "loss")
-    model.net.Flatten("softmax", "softmax_2d")
-    brew.accuracy(model, ["softmax_2d", "label"], "accuracy")
-    return loss
-
-
 def colour_batches(num_batches, batch_size=16, num_classes=4, image=8, seed=0,
                    scale="zoo"):
     """[(images, labels)]: noise with a class-coloured square. scale: "uint8" (0..255 uint8),
