@@ -147,6 +147,8 @@ MAKERS = {
     "Concat": _simple("Split", ["GO0", "O1"], ["GI*"]),
     "DepthConcat": _simple("Split", ["GO0", "O1"], ["GI*"]),
     "Split": lambda op: [("Concat", ["GO*"], ["GI0", "_%s_grad_dims" % op.input[0]], True, {})],
+    "SplitByLengths": lambda op: [("Concat", ["GO*"], ["GI0", "_%s_grad_dims" % op.input[0]],
+                                   True, {})],
     "Reshape": lambda op: [("Reshape", ["GO0", "O1"], ["GI0", "_%s_grad_dims" % op.input[0]],
                             False, {})],
     "Flatten": _simple("ResizeLike", ["GO0", "I0"], ["GI0"]),
@@ -214,10 +216,11 @@ def _expand(spec, op, g_output, grad_names):
 
 
 def _copy_common_fields(op, grad_op):
-    """As Caffe2's C++ makers: name and engine always set (so protos compare equal to
-    Caffe2's), the device option when the forward op has one."""
+    """As Caffe2's C++ makers: the name always set (so protos compare equal to Caffe2's), the
+    engine and device option when the forward op has them."""
     grad_op.name = ""
-    grad_op.engine = op.engine
+    if op.HasField("engine"):
+        grad_op.engine = op.engine
     if op.HasField("device_option"):
         grad_op.device_option.CopyFrom(op.device_option)
     grad_op.is_gradient_op = True
