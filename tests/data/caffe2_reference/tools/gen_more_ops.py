@@ -56,5 +56,21 @@ def main():
     print("wrote", out, len(records))
 
 
+# optimizer update ops (appended to the same fixture by main_optim)
+OPTIM_CASES = [
+    ("Ftrl", {"w": f32(3, 2), "nz": np.abs(f32(3, 2, 2)), "g": f32(3, 2)}, ["w", "nz"],
+     {"alpha": 0.1, "beta": 1.0, "lambda1": 0.01, "lambda2": 0.02}),
+    ("SparseFtrl", {"w": f32(4, 2), "nz": np.abs(f32(4, 2, 2)), "i": np.array([2, 0], np.int64),
+                    "g": f32(2, 2)}, ["w", "nz"], {"alpha": 0.1, "beta": 1.0, "lambda1": 0.01, "lambda2": 0.02}),
+    ("RmsProp", {"g": f32(5), "ms": np.abs(f32(5)), "mom": f32(5), "lr": np.array([0.1], np.float32)},
+     ["go", "ms", "mom"], {"decay": 0.9, "momentum": 0.5, "epsilon": 1e-5}),
+    ("Adadelta", {"p": f32(5), "m": np.abs(f32(5)), "d": np.abs(f32(5)), "g": f32(5),
+                  "lr": np.array([-0.1], np.float32)}, ["p", "m", "d"], {"epsilon": 1e-4, "decay": 0.9}),
+    ("Wngrad", {"p": f32(5), "b": np.array([3.0], np.float32), "g": f32(5),
+                "lr": np.array([-0.1], np.float32)}, ["p", "b"], {"epsilon": 1e-5}),
+]
+CASES.extend(OPTIM_CASES)
+
+
 if __name__ == "__main__":
     main()
