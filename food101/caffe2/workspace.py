@@ -105,6 +105,8 @@ def _as_netdef(net):
 
 
 def _to_tensor(name, value, device):
+    if isinstance(value, (bytes, str)):  # a std::string blob (e.g. a serialized MetaNetDef)
+        return value.encode("utf-8") if isinstance(value, str) else value
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
         return tensor.to(device) if device is not None else tensor
