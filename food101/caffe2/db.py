@@ -99,6 +99,7 @@ class MiniDB:
             out.flush()
             os.fsync(out.fileno())
             out.close()
+            os.chmod(self._tmp, 0o666 & ~_umask())   # mkstemp made it private
             os.replace(self._tmp, self.path)
 
     def abort(self):
@@ -243,6 +244,12 @@ class LMDBCursor:
     key = MiniDBCursor.key
     value = MiniDBCursor.value
     __len__ = MiniDBCursor.__len__
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _as_bytes(value):
