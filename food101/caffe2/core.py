@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from food101.caffe2 import scope
 from food101.caffe2.errors import UnknownOperatorError
 from food101.caffe2.ops import registry
+from food101.caffe2.ops.python import python_op_arguments, register_python_op
 from food101.caffe2.proto import caffe2_pb2
 
 DataType = caffe2_pb2.TensorProto
@@ -251,6 +252,13 @@ def MakeArgument(key, value):
         raise ValueError("argument %r: cannot store %r of type %s"
                          % (key, value, type(value).__name__))
     return argument
+
+
+def CreatePythonOperator(f, inputs, outputs, grad_f=None, pass_workspace=False,
+                         python_func_type=None, *args, **kwargs):
+    """An OperatorDef of the Python op running `f` (see ops/python.py)."""
+    kwargs["token"] = register_python_op(f, grad_f, python_func_type, pass_workspace=pass_workspace)
+    return CreateOperator("Python", inputs, outputs, *args, **kwargs)
 
 
 def CreateOperator(operator_type, inputs, outputs, name="", control_input=None,
@@ -622,6 +630,16 @@ class Net:
             grad_map = add_gradient_ops(self._net, request)
             self._op_outputs.update(o for op in self._net.op[before:] for o in op.output)
         return {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
+
+    def Python(self, f, grad_f=None, python_func_type=None, pass_workspace=False,
+               grad_output_indices=None, grad_input_indices=None):
+        """A Python function as an op: `net.Python(f, grad_f)(inputs, outputs)` (ops/python.py).
+        f / grad_f: functions (inputs, outputs[, workspace]) or (builder, args, kwargs) tuples."""
+        core_kwargs = python_op_arguments(f, grad_f, python_func_type, pass_workspace)
+        core_kwargs["grad_output_indices"] = grad_output_indices or []
+        core_kwargs["grad_input_indices"] = grad_input_indices or []
+        return lambda *args, **kwargs: self._CreateAndAddToSelf(
+            "Python", *args, **dict(kwargs, **core_kwargs))
 
     # -- op creation ----------------------------------------------------------------------------
     def _CreateAndAddToSelf(self, op_type, inputs, outputs=None, **kwargs):

@@ -54,6 +54,7 @@ def create_db(db_type, source, mode):
     if kind not in DB_TYPES:
         raise DBError("db_type %r is not supported (db %r); supported: %s"
                       % (db_type, source, ", ".join(DB_TYPES)))
+    mode = getattr(mode, "name", mode)   # C.Mode.write and friends
     mode = {"read": READ, "write": WRITE, "new": NEW}.get(mode, mode)
     if mode not in (READ, WRITE, NEW):
         raise DBError("db %r: mode %r is not one of 'r', 'w', 'n'" % (source, mode))
@@ -102,6 +103,13 @@ class MiniDB:
             os.chmod(self._tmp, 0o666 & ~_umask())   # mkstemp made it private
             os.replace(self._tmp, self.path)
 
+    def __del__(self):
+        # Caffe2 tutorials write a DB and just `del db`: what was put must reach the file
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
     def abort(self):
         """Drop what was written (the destination stays as it was)."""
         if self._out is not None:
@@ -121,10 +129,13 @@ class MiniDBTransaction:
         self.db = db
 
     def put(self, key, value):
+        if self.db._out is None:
+            raise DBError("minidb %r is closed; cannot put %r" % (self.db.path, key))
         self.db._put(key, value)
 
     def commit(self):
-        self.db._out.flush()
+        if self.db._out is not None:
+            self.db._out.flush()
 
 
 class MiniDBCursor:
@@ -218,6 +229,9 @@ class LMDB:
 
 
 class LMDBTransaction:
+    """Puts are committed by commit() and when the transaction is dropped (`del txn`), as
+    Caffe2's LMDBTransaction does in its destructor."""
+
     def __init__(self, env):
         self._env = env
         self._txn = env.begin(write=True)
@@ -228,6 +242,12 @@ class LMDBTransaction:
     def commit(self):
         self._txn.commit()
         self._txn = self._env.begin(write=True)
+
+    def __del__(self):
+        try:
+            self._txn.commit()
+        except Exception:  # noqa: BLE001 - env already closed
+            pass
 
 
 class LMDBCursor:

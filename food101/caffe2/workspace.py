@@ -23,6 +23,7 @@ DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless 
 class Workspace:
     def __init__(self, name):
         self.name = name
+        self.root_folder = "."   # where Save/Load/Checkpoint put relative db paths
         self.blobs = {}
         self.nets = {}
         self._generators = {}
@@ -86,6 +87,8 @@ def SwitchWorkspace(name, create_if_missing=False):
 
 def ResetWorkspace(root_folder=None):
     _current.reset()
+    if root_folder is not None:
+        _current.root_folder = str(root_folder)
     return True
 
 
