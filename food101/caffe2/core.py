@@ -23,7 +23,7 @@ from collections import namedtuple
 import numpy as np
 from google.protobuf.message import Message
 
-from food101.caffe2 import scope
+from food101.caffe2 import gradient_defs, scope
 from food101.caffe2.errors import UnknownOperatorError
 from food101.caffe2.ops import registry
 from food101.caffe2.ops.python import python_op_arguments, register_python_op
@@ -345,10 +345,10 @@ class Net:
             self._RecreateLookupTables()
             self._next_name_index = self._first_free_autogen_index()
             name = self._net.name
-        elif isinstance(name_or_proto, (str, BlobReference)):
+        elif isinstance(name_or_proto, (str, BlobReference)) or name_or_proto is None:
             self._net = caffe2_pb2.NetDef()
             self._next_name_index = 0
-            name = str(name_or_proto)
+            name = "net" if name_or_proto is None else str(name_or_proto)  # Caffe2's default
         else:
             raise TypeError("Net() takes a name or a caffe2_pb2.NetDef, got %r" % (name_or_proto,))
         self._net.name = Net._get_next_net_name(name)
@@ -668,6 +668,202 @@ class Net:
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(registry.registered_types()))
+
+
+# -- Caffe2's per-op gradient API, engine preferences, harness-facing names ------------------
+# (Separate from the autograd-based AddGradientOperators above: this serves code that asks for
+# Caffe2's gradient OperatorDefs one op at a time: gradient checkers, hand-built backward nets.)
+
+class GradientRegistry:
+    """Caffe2's core.GradientRegistry.
+
+    GetGradientForOp(op, g_output) -> (gradient OperatorDefs, gradient per input or None), the
+    ops with Caffe2's types and blob names (gradient_defs.py); `RegisterGradient(op_type)`
+    registers a Python maker `f(op, g_output) -> (ops, g_input)` that takes precedence."""
+
+    gradient_registry_ = {}
+
+    @classmethod
+    def RegisterGradient(cls, op_type):
+        def wrapper(func):
+            cls.gradient_registry_[op_type] = func
+            return func
+        return wrapper
+
+    @classmethod
+    def GetGradientForOp(cls, op, g_output):
+        g_output = [None if g is None else str(g) if not isinstance(g, GradientSlice) else g
+                    for g in g_output]
+        if op.type in cls.gradient_registry_:
+            grad_ops, g_input = cls.gradient_registry_[op.type](op, g_output)
+        else:
+            if any(isinstance(g, GradientSlice) for g in g_output):
+                raise GradientNotDefined("%s: sparse (GradientSlice) output gradients are not "
+                                         "supported by the project's gradient ops" % op.type)
+            try:
+                grad_ops, g_input = gradient_defs.gradient_for_op(op, g_output, MakeArgument)
+            except UnknownOperatorError as e:
+                raise GradientNotDefined("no gradient for op %r: %s" % (op.type, e)) from None
+        return list(grad_ops), [None if g is None else g if isinstance(g, GradientSlice)
+                                else BlobReference(g) for g in g_input]
+
+    @classmethod
+    def GetBackwardPass(cls, operators, ys, ys_generate_gradient=False):
+        """(gradient ops for `operators`, {blob: gradient}) as Caffe2's GetBackwardPass.
+
+        ys: {blob: gradient blob name (or None)} or a list of blobs. With
+        ys_generate_gradient (or a None / list entry) a ConstantFill of 1.0 seeds
+        `<y>_autogen_grad`. A blob used by several ops gets its gradients summed."""
+        if not isinstance(ys, dict):
+            ys = {y: None for y in ys}
+        grad_ops = []
+        grad_map = {}
+        for y, g in ys.items():
+            y = str(y)
+            if g is None or ys_generate_gradient:
+                g = y + "_autogen_grad"
+                fill = CreateOperator("ConstantFill", [y], [g], value=1.0)
+                fill.is_gradient_op = True
+                grad_ops.append(fill)
+            grad_map[y] = str(g)
+        split_count = {}
+        for op in reversed(list(operators)):
+            g_output = [grad_map.get(o) for o in op.output]
+            if all(g is None for g in g_output):
+                continue
+            ops, g_input = cls.GetGradientForOp(op, g_output)
+            for o in op.output:  # consumed: earlier versions of these names are other blobs
+                if o not in op.input:
+                    grad_map.pop(o, None)
+            renames = {}
+            for name, g in zip(op.input, g_input):
+                if g is None or isinstance(g, GradientSlice):
+                    if g is not None:
+                        grad_map[name] = g
+                    continue
+                g = str(g)
+                previous = grad_map.get(name)
+                if previous is not None and previous != g or (
+                        previous == g and name not in op.output and g not in g_output):
+                    index = split_count.get(g, 0)
+                    split_count[g] = index + 1
+                    renamed = "%s_autosplit_%d" % (g, index)
+                    renames[g] = (renamed, previous)
+                else:
+                    grad_map[name] = g
+            for grad_op in ops:
+                for i, out in enumerate(grad_op.output):
+                    if out in renames:
+                        grad_op.output[i] = renames[out][0]
+                for i, inp in enumerate(grad_op.input):
+                    if inp in renames:
+                        grad_op.input[i] = renames[inp][0]
+            grad_ops.extend(ops)
+            for g, (renamed, previous) in renames.items():
+                total = CreateOperator("Sum", [previous, renamed], [previous])
+                total.is_gradient_op = True
+                grad_ops.append(total)
+        return grad_ops, {name: g if isinstance(g, GradientSlice) else BlobReference(g)
+                          for name, g in grad_map.items()}
+
+
+GradientNotDefined = gradient_defs.GradientNotDefined
+
+_ENGINE_PREFS = {"global": {}, "per_op": {}}
+
+
+def SetGlobalEnginePref(engine_prefs):
+    """Recorded only: every engine runs the op's one torch kernel here."""
+    _ENGINE_PREFS["global"] = dict(engine_prefs)
+
+
+def SetEnginePref(op_engine_prefs=None, global_engine_prefs=None):
+    """Caffe2's engine preferences: recorded (GetEnginePref), while every engine name maps onto
+    the op's one torch implementation."""
+    _ENGINE_PREFS["per_op"] = dict(op_engine_prefs or {})
+    _ENGINE_PREFS["global"] = dict(global_engine_prefs or {})
+
+
+def SetOpEnginePref(op_type, prefs):
+    _ENGINE_PREFS["per_op"][op_type] = prefs
+
+
+def GetEnginePref():
+    return {"global": dict(_ENGINE_PREFS["global"]), "per_op": dict(_ENGINE_PREFS["per_op"])}
+
+
+_GLOBAL_INIT_ARGS = []
+
+
+def GlobalInit(args):
+    """Caffe2 parsed glog/gflags flags here; the project records them (GetGlobalInitArgs)."""
+    _GLOBAL_INIT_ARGS[:] = list(args)
+    return True
+
+
+def GetGlobalInitArgs():
+    return list(_GLOBAL_INIT_ARGS)
+
+
+def _GetRegisteredOperators():
+    return set(registry.registered_types())
+
+
+_REGISTERED_OPERATORS = _GetRegisteredOperators()
+
+
+def RefreshRegisteredOperators():
+    global _REGISTERED_OPERATORS
+    _REGISTERED_OPERATORS = _GetRegisteredOperators()
+
+
+def _engine_is_known(engine):
+    return engine in ("", "DEFAULT", "CUDNN", "EIGEN", "MKLDNN", "IDEEP", "NNPACK", "cuDNN",
+                      "DEPTHWISE_3x3", "CUDA", "HIP", "MIOPEN")
+
+
+def IsOperatorWithEngine(op_type, engine):  # noqa: F811 (replaces the any-engine version)
+    """True for a registered op and an engine Caffe2 ships (all run the one torch kernel);
+    False for an engine name Caffe2 does not know."""
+    return IsOperator(op_type) and _engine_is_known(engine)
+
+
+def InferOpBlobDevices(op):
+    inputs, outputs = InferOpBlobDevicesAsDict(op)
+    return [inputs[b] for b in op.input], [outputs[b] for b in op.output]
+
+
+def InferOpDeviceAsBlobDevices(op):
+    return InferOpBlobDevices(op)
+
+
+def get_ssa(net, blob_versions=None):
+    """Caffe2's SSA view of a net: ([(inputs, outputs) per op as (name, version)], versions)."""
+    proto = _as_netdef(net)
+    versions = dict(blob_versions or {})
+    ssa = []
+    for op in proto.op:
+        inputs = [(str(b), versions.get(str(b), 0)) for b in op.input]
+        for b in op.output:
+            versions[str(b)] = versions.get(str(b), 0) + 1
+        outputs = [(str(b), versions[str(b)]) for b in op.output]
+        ssa.append((inputs, outputs))
+    return ssa, versions
+
+
+def get_undefined_blobs(ssa):
+    undefined = set()
+    for inputs, _ in ssa:
+        undefined.update(b for b in inputs if b[1] == 0)
+    return undefined
+
+
+def get_output_producers(ssa):
+    producers = {}
+    for index, (_, outputs) in enumerate(ssa):
+        for b in outputs:
+            producers[b] = index
+    return producers
 
 
 __all__ = [

@@ -47,7 +47,7 @@ def NameScope(prefix, reset=False):
 def DeviceScope(scope, node_name=None):
     """Create ops on the device `scope` (a caffe2_pb2.DeviceOption)."""
     new = caffe2_pb2.DeviceOption()
-    if scope is not None:
+    if scope:  # None or 0 with a node_name: only the node, as in Caffe2
         if not isinstance(scope, caffe2_pb2.DeviceOption):
             raise TypeError("DeviceScope takes a caffe2_pb2.DeviceOption, got %r" % (scope,))
         new.CopyFrom(scope)

@@ -13,9 +13,11 @@ the current workspace, as `caffe2.python.workspace` does:
 import numpy as np
 import torch
 
+from food101.caffe2 import _import_c_extension as C
 from food101.caffe2.errors import Caffe2Error, MissingBlobError, closest
 from food101.caffe2.compiled import CompiledNet, CompileOptions, is_compiled_type
 from food101.caffe2.executor import PreparedNet, resolve_device
+from food101.caffe2.core import GlobalInit as core_global_init
 
 DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless a seed is given
 
@@ -245,8 +247,9 @@ def Nets():
 
 
 def GlobalInit(args=None):
-    """Caffe2 parsed glog/gflags here; nothing to configure on torch."""
-    return True
+    """Caffe2 parsed glog/gflags here; the project records the flags (core.GetGlobalInitArgs)."""
+    from_core = core_global_init(args or [])
+    return from_core
 
 
 def NumCudaDevices():
@@ -255,4 +258,200 @@ def NumCudaDevices():
 
 NumGpuDevices = NumCudaDevices
 has_gpu_support = has_cuda_support = torch.cuda.is_available()
-GpuDeviceType = 1
+has_hip_support = False  # torch builds for ROCm report themselves as CUDA
+GpuDeviceType = 1  # caffe2_pb2.CUDA
+
+
+# -- the rest of Caffe2's workspace surface ---------------------------------------------------
+class _BlobDict:
+    """`workspace.blobs`: the current workspace's blobs as a dict (numpy out, FeedBlob in)."""
+
+    def __getitem__(self, name):
+        return FetchBlob(name)
+
+    def __setitem__(self, name, value):
+        FeedBlob(name, value)
+
+    def __delitem__(self, name):
+        if not HasBlob(name):
+            raise KeyError(name)
+        RemoveBlob(name)
+
+    def __contains__(self, name):
+        return HasBlob(name)
+
+    def __iter__(self):
+        return iter(Blobs())
+
+    def __len__(self):
+        return len(_current.blobs)
+
+    def keys(self):
+        return Blobs()
+
+    def items(self):
+        return [(name, FetchBlob(name)) for name in Blobs()]
+
+    def fetch(self, name):
+        return FetchBlob(name)
+
+
+blobs = _BlobDict()
+
+
+def _fetch_value(value):
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        if value.dtype in (torch.bfloat16,):
+            value = value.float()
+        return value.cpu().numpy()
+    return value
+
+
+C.bind(current, Workspace, _to_tensor, _fetch_value)
+
+
+def CreateBlob(name):
+    _current.blobs.setdefault(str(name), torch.empty(0))
+    return True
+
+
+def GetBlobSizeBytes(name):
+    value = FetchTensor(name)
+    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+
+
+def StringifyBlobName(name):
+    return '"%s"' % name
+
+
+def StringifyNetName(name):
+    return '"%s"' % name
+
+
+def GetNetName(net):
+    return _as_netdef(net).name
+
+
+def StringifyProto(obj):
+    from google.protobuf import text_format
+    if isinstance(obj, str):
+        return obj
+    proto = obj.Proto() if hasattr(obj, "Proto") else obj
+    return text_format.MessageToString(proto)
+
+
+def RootFolder():
+    return ""
+
+
+def GetCuDNNVersion():
+    raise Caffe2Error("GetCuDNNVersion: the project runs on torch; ask torch.backends.cudnn.version()")
+
+
+def GetGpuPeerAccessPattern():
+    n = NumCudaDevices()
+    return np.array([[i == j or torch.cuda.can_device_access_peer(i, j) for j in range(n)]
+                     for i in range(n)], dtype=bool)
+
+
+def GetDeviceProperties(device_id):
+    props = torch.cuda.get_device_properties(device_id)
+    return {"name": props.name, "total_memory": props.total_memory,
+            "major": props.major, "minor": props.minor}
+
+
+def BenchmarkNet(name, warmup_runs, main_runs, run_individual):
+    """Milliseconds per run of a created net (Caffe2 returns [total, per-op...]; the project
+    times the whole net only)."""
+    import time
+    net = _prepared(name)
+    for _ in range(warmup_runs):
+        net.run()
+    start = time.perf_counter()
+    for _ in range(max(main_runs, 1)):
+        net.run()
+    return [1000.0 * (time.perf_counter() - start) / max(main_runs, 1)]
+
+
+def InferShapesAndTypes(nets, blob_dimensions=None, nets_proto=False, blob_types=None):
+    """({blob: shape}, {blob: TensorProto data type}) for the blobs the nets write.
+
+    Inferred by running the nets on a scratch copy of the current workspace (with
+    `blob_dimensions` / `blob_types` filling blobs that do not exist as zeros), so every op the
+    project runs is inferable; the current workspace is left untouched. Nets that cannot run
+    from what is there raise RuntimeError, as Caffe2 does for shapes it cannot infer."""
+    from food101.caffe2.proto import caffe2_pb2
+    scratch = Workspace("shape_inference")
+    scratch.blobs.update(_current.blobs)
+    types = {caffe2_pb2.TensorProto.FLOAT: torch.float32, caffe2_pb2.TensorProto.INT32: torch.int32,
+             caffe2_pb2.TensorProto.INT64: torch.int64, caffe2_pb2.TensorProto.DOUBLE: torch.float64,
+             caffe2_pb2.TensorProto.BOOL: torch.bool, caffe2_pb2.TensorProto.UINT8: torch.uint8}
+    for name, dims in (blob_dimensions or {}).items():
+        if name not in scratch.blobs:
+            dtype = types.get((blob_types or {}).get(name, caffe2_pb2.TensorProto.FLOAT), torch.float32)
+            scratch.blobs[name] = torch.zeros(list(dims), dtype=dtype)
+    shapes, dtypes = {}, {}
+    for net in nets:
+        netdef = _as_netdef(net)
+        try:
+            PreparedNet(netdef, scratch).run()
+        except Exception as e:
+            raise RuntimeError("InferShapesAndTypes: net %r: %s" % (netdef.name, e)) from None
+        for op in netdef.op:
+            for name in op.output:
+                value = scratch.blobs.get(name)
+                if isinstance(value, torch.Tensor):
+                    shapes[name] = list(value.shape)
+                    dtypes[name] = _TORCH_TO_PROTO.get(value.dtype, caffe2_pb2.TensorProto.UNDEFINED)
+    return shapes, dtypes
+
+
+def _proto_types():
+    from food101.caffe2.proto import caffe2_pb2
+    t = caffe2_pb2.TensorProto
+    return {torch.float32: t.FLOAT, torch.float64: t.DOUBLE, torch.int32: t.INT32,
+            torch.int64: t.INT64, torch.bool: t.BOOL, torch.uint8: t.UINT8, torch.float16: t.FLOAT16,
+            torch.int8: t.INT8, torch.int16: t.INT16}
+
+
+_TORCH_TO_PROTO = _proto_types()
+
+
+class Predictor:
+    """Caffe2's workspace.Predictor(init_net, predict_net): runs init_net once in a private
+    workspace; run(inputs) feeds the predict net's external inputs that the init net did not
+    fill (a list in order, or a dict) and returns the external outputs as numpy arrays."""
+
+    def __init__(self, init_net, predict_net):
+        from food101.caffe2.proto import caffe2_pb2
+        self._init = _parse_net(init_net, caffe2_pb2)
+        self._predict = _parse_net(predict_net, caffe2_pb2)
+        self._store = Workspace("predictor")
+        PreparedNet(self._init, self._store).run()
+        self._inputs = [b for b in self._predict.external_input if b not in self._store.blobs]
+        self._net = None
+
+    def run(self, inputs):
+        if isinstance(inputs, dict):
+            feeds = inputs
+        else:
+            inputs = list(inputs)
+            if len(inputs) != len(self._inputs):
+                raise Caffe2Error("Predictor.run: the predict net %r takes %d input(s) %s, got %d"
+                                  % (self._predict.name, len(self._inputs), self._inputs, len(inputs)))
+            feeds = dict(zip(self._inputs, inputs))
+        for name, value in feeds.items():
+            self._store.blobs[str(name)] = _to_tensor(name, value, None)
+        if self._net is None:
+            self._net = PreparedNet(self._predict, self._store)
+        self._net.run()
+        return [_fetch_value(self._store.blobs[name]) for name in self._predict.external_output]
+
+
+def _parse_net(net, caffe2_pb2):
+    if isinstance(net, bytes):
+        proto = caffe2_pb2.NetDef()
+        proto.ParseFromString(net)
+        return proto
+    return _as_netdef(net)

@@ -1,0 +1,154 @@
+"""The names Python code reaches through `workspace.C` / `core.C` (Caffe2's pybind11 module),
+as plain Python objects over the project's workspaces.
+
+    ws = workspace.C.Workspace()              # a fresh, private workspace
+    ws.create_blob("x").feed(np.ones(3))
+    ws.blobs["x"].fetch()                     # numpy
+    ws.create_net(net).run(); ws.run(op)      # NetDef, Net, OperatorDef
+    workspace.C.Workspace.current.blobs       # the workspace the module functions act on
+
+What the C++ module offers and the project cannot honour (MKLDNN/IDEEP, cuDNN algorithm
+counts, TorchScript modules, raw TensorCPU views) raises an error that says so.
+"""
+import numpy as np
+import torch
+
+from food101.caffe2.errors import Caffe2Error
+from food101.caffe2.executor import PreparedNet
+from food101.caffe2.proto import caffe2_pb2
+
+use_mkldnn = False
+use_ideep = False
+use_trt = False
+is_asan = False
+has_fbgemm = False
+define_caffe2_no_operator_schema = False
+
+_binding = {}
+
+
+def bind(current_workspace, workspace_class, to_tensor, fetch):
+    """workspace.py hands over its current-workspace accessor and converters (it owns them)."""
+    _binding.update(current=current_workspace, cls=workspace_class, to_tensor=to_tensor,
+                    fetch=fetch)
+
+
+class Blob:
+    def __init__(self, store, name):
+        self._store, self._name = store, name
+
+    def fetch(self):
+        return _binding["fetch"](self._store.blobs[self._name])
+
+    def feed(self, value, device_option=None):
+        self._store.blobs[self._name] = _binding["to_tensor"](self._name, value, None)
+        return True
+
+    def is_tensor(self):
+        return isinstance(self._store.blobs.get(self._name), torch.Tensor)
+
+    def tensor(self):
+        raise Caffe2Error("Blob(%r).tensor(): Caffe2's in-place TensorCPU view is not available "
+                          "on torch blobs; use fetch() and feed()" % self._name)
+
+    def __repr__(self):
+        return "<Blob %r>" % self._name
+
+
+class _Net:
+    def __init__(self, prepared):
+        self._prepared = prepared
+
+    def run(self):
+        self._prepared.run()
+        return True
+
+    def proto(self):
+        return self._prepared.netdef
+
+
+class _WorkspaceMeta(type):
+    @property
+    def current(cls):
+        return Workspace(_binding["current"]())
+
+
+class Workspace(metaclass=_WorkspaceMeta):
+    """Caffe2's C.Workspace: Workspace() is a new private workspace; Workspace.current wraps
+    the current one."""
+
+    def __init__(self, store=None):
+        self._store = store if store is not None else _binding["cls"]("private")
+
+    @property
+    def blobs(self):
+        return {name: Blob(self._store, name) for name in self._store.blobs}
+
+    @property
+    def nets(self):
+        return {name: _Net(net) for name, net in self._store.nets.items()}
+
+    def create_blob(self, name):
+        self._store.blobs.setdefault(str(name), torch.empty(0))
+        return Blob(self._store, str(name))
+
+    def fetch_blob(self, name):
+        return Blob(self._store, str(name)).fetch()
+
+    def feed_blob(self, name, value, device_option=None):
+        return Blob(self._store, str(name)).feed(value)
+
+    def create_net(self, net, overwrite=False):
+        netdef = net.Proto() if hasattr(net, "Proto") else net
+        if netdef.name in self._store.nets and not overwrite:
+            raise Caffe2Error("create_net: a net named %r already exists; pass overwrite=True"
+                              % netdef.name)
+        copy = type(netdef)()
+        copy.CopyFrom(netdef)
+        self._store.nets[netdef.name] = PreparedNet(copy, self._store)
+        return _Net(self._store.nets[netdef.name])
+
+    def run(self, obj):
+        """An OperatorDef, a NetDef / Net (run once, not kept), or a Plan-like with Proto()."""
+        proto = obj.Proto() if hasattr(obj, "Proto") else obj
+        kind = type(proto).__name__
+        if kind == "OperatorDef":
+            netdef = caffe2_pb2.NetDef(name="run_op")
+            netdef.op.append(proto)
+            PreparedNet(netdef, self._store).run()
+        elif kind == "NetDef":
+            PreparedNet(proto, self._store).run()
+        else:
+            raise Caffe2Error("Workspace.run: cannot run a %s (Caffe2 plans / execution steps are "
+                              "not supported by the project)" % kind)
+        return True
+
+    def _reset(self):
+        self._store.reset()
+
+
+def cudnn_convolution_fwd_algo_count():
+    raise Caffe2Error("cuDNN algorithm counts: the project runs convolutions through torch and "
+                      "does not expose cuDNN algorithm selection")
+
+
+cudnn_convolution_bwd_filter_algo_count = cudnn_convolution_bwd_data_algo_count = \
+    cudnn_convolution_fwd_algo_count
+
+
+def num_cuda_devices():
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def create_db(db_type, source, mode):
+    raise Caffe2Error("C.create_db(%r, %r): the project's DBs are opened by the DB ops "
+                      "(CreateDB / TensorProtosDBInput), not through the C module" % (db_type, source))
+
+
+class ScriptModule:
+    def __init__(self, *args, **kwargs):
+        raise Caffe2Error("C.ScriptModule: TorchScript modules inside Caffe2 nets are not "
+                          "supported by the project")
+
+
+__all__ = ["Blob", "Workspace", "bind", "create_db", "num_cuda_devices", "np"]

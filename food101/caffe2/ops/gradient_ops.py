@@ -1,0 +1,245 @@
+"""Caffe2's gradient operators (ReluGradient, ConvGradient, SpatialBNGradient, ...), registered
+under Caffe2's names with Caffe2's inputs and outputs (see gradient_defs.py for which op gets
+which). Most are torch autograd of the one forward op they belong to: the forward op runs on
+the inputs the gradient op receives and `torch.autograd.grad` gives the input gradients, so they
+equal the gradients the executor's AutogradGradient computes. Gradients Caffe2 defines from the
+forward *output* alone (ReluGradient(Y, dY), SoftmaxGradient(Y, dY), ...) are written out, since
+the forward input is not there to differentiate.
+"""
+import torch
+
+from food101.caffe2.errors import enforce
+from food101.caffe2.ops.common import channel_axis, shape_product
+from food101.caffe2.ops.registry import lookup, operator, parse_arguments
+from food101.caffe2.proto import caffe2_pb2
+
+
+def _float(t):
+    return isinstance(t, torch.Tensor) and t.is_floating_point()
+
+
+def vjp(forward_type, ctx, inputs, wrt, output_grads, op_def=None):
+    """Gradients of `forward_type` at `inputs` w.r.t. the inputs at positions `wrt`, given
+    {output position: output gradient}. Non-float inputs get None."""
+    schema = lookup(forward_type)
+    kwargs = parse_arguments(schema, op_def if op_def is not None else ctx.op)
+    if schema.context:
+        kwargs["ctx"] = ctx
+    xs = list(inputs)
+    leaves = []
+    for i in wrt:
+        if _float(xs[i]):
+            xs[i] = xs[i].detach().requires_grad_(True)
+            leaves.append(xs[i])
+    with torch.enable_grad():
+        result = schema.fn(*xs, **kwargs)
+    result = result if isinstance(result, tuple) else (result,)
+    outs, seeds = [], []
+    for position, grad in output_grads.items():
+        out = result[position]
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            outs.append(out)
+            seeds.append(torch.as_tensor(grad).to(out.dtype).reshape(out.shape))
+    grads = iter(torch.autograd.grad(outs, leaves, seeds, allow_unused=True) if outs and leaves
+                 else [None] * len(leaves))
+    results = []
+    for i in wrt:
+        if _float(inputs[i]):
+            g = next(grads)
+            results.append(torch.zeros_like(inputs[i]) if g is None else g.detach())
+        else:
+            results.append(None)
+    return results
+
+
+def _register_vjp(grad_type, forward_type, arrange):
+    """`arrange(inputs, ctx)` -> (forward inputs, wrt positions, {output: grad}, result order)."""
+    @operator(grad_type, grad_inputs=(), context=True)
+    def gradient(*inputs, ctx):
+        fwd_inputs, wrt, output_grads, order = arrange(list(inputs), ctx)
+        grads = vjp(forward_type, ctx, fwd_inputs, wrt, output_grads)
+        by_position = dict(zip(wrt, grads))
+        return tuple(by_position[i] for i in order)
+    gradient.__name__ = grad_type
+    return gradient
+
+
+def _arg(ctx, name, default=None):
+    for a in ctx.op.arg:
+        if a.name == name:
+            if a.HasField("f"):
+                return a.f
+            if a.HasField("i"):
+                return a.i
+            if a.HasField("s"):
+                return a.s.decode()
+            return list(a.ints) or list(a.floats)
+    return default
+
+
+# (X, dY) -> dX
+for _fwd in ("Softsign", "Cos", "Sin", "Abs", "Tan", "Atan", "Acos", "Asin", "Erf",
+             "AveragedLoss", "SumElements"):
+    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0]], [0], {0: x[1]}, [0]))
+# (dY, X) -> dX
+for _fwd in ("Sinh", "Cosh", "Gelu", "Cube"):
+    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[1]], [0], {0: x[0]}, [0]))
+# (X, Y, dY) -> dX
+for _fwd in ("MaxPool", "AveragePool", "LpPool", "LRN", "MaxPool1D", "MaxPool2D", "MaxPool3D",
+             "AveragePool1D", "AveragePool2D", "AveragePool3D"):
+    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0]], [0], {0: x[2]}, [0]))
+# (dC, A, B[, C]) -> dA, dB, broadcasting reduced by autograd
+for _fwd in ("Add", "Sub", "Mul", "Div"):
+    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[1], x[2]], [0, 1], {0: x[0]}, [0, 1]))
+# (X, L, dY) -> dX
+for _fwd in ("LabelCrossEntropy", "CrossEntropy"):
+    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0], x[1]], [0], {0: x[2]}, [0]))
+_register_vjp("SigmoidCrossEntropyWithLogitsGradient", "SigmoidCrossEntropyWithLogits",
+              lambda x, ctx: ([x[1], x[2]], [0], {0: x[0]}, [0]))
+_register_vjp("SquaredL2DistanceGradient", "SquaredL2Distance",
+              lambda x, ctx: ([x[0], x[1]], [0, 1], {0: x[2]}, [0, 1]))
+# (X, label[, weights], P, d_loss) -> dX
+for _fwd in ("SoftmaxWithLoss", "SpatialSoftmaxWithLoss"):
+    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: (x[:-2], [0], {1: x[-1]}, [0]))
+# (dY, X[, Y][, lengths]) -> dX
+for _fwd, _with_y in [("ReduceSum", True), ("ReduceMean", True), ("ReduceMax", True),
+                      ("ReduceMin", True), ("ReduceL1", True), ("ReduceL2", True),
+                      ("ReduceFrontSum", False), ("ReduceBackSum", False),
+                      ("ReduceFrontMean", False), ("ReduceBackMean", False),
+                      ("ReduceFrontMax", True), ("ReduceBackMax", True),
+                      ("ReduceFrontMin", True), ("ReduceBackMin", True)]:
+    def _reduce_arrange(x, ctx, with_y=_with_y):
+        rest = x[3:] if with_y else x[2:]
+        return [x[1]] + rest, [0], {0: x[0]}, [0]
+    _register_vjp(_fwd + "Gradient", _fwd, _reduce_arrange)
+# (Y, dY, X1, ..., Xn) -> dX1..dXn: every input equal to the max gets dY in full, as Caffe2
+for _fwd in ("Max", "Min"):
+    _register_vjp(_fwd + "Gradient", _fwd,
+                  lambda x, ctx: (x[2:], list(range(len(x) - 2)), {0: x[1]},
+                                  list(range(len(x) - 2))))
+# (X[, starts, ends], dY) -> dX
+_register_vjp("SliceGradient", "Slice", lambda x, ctx: (x[:-1], [0], {0: x[-1]}, [0]))
+# (Y, dY, X, slope) -> dX, dslope
+_register_vjp("PReluGradient", "PRelu", lambda x, ctx: ([x[2], x[3]], [0, 1], {0: x[1]}, [0, 1]))
+
+
+def _conv_like(grad_type, forward_type, bias_channels):
+    @operator(grad_type, grad_inputs=(), context=True)
+    def gradient(X, W, dY, *, ctx):
+        no_bias = bool(_arg(ctx, "no_bias", 0))
+        bias = torch.zeros(bias_channels(W, ctx), dtype=W.dtype, device=W.device)
+        dX, dW, db = vjp(forward_type, ctx, [X, W, bias], [0, 1, 2], {0: dY})
+        return (dW, dX) if no_bias else (dW, db, dX)
+    gradient.__name__ = grad_type
+    return gradient
+
+
+for _fwd in ("Conv", "Conv1D", "Conv2D", "Conv3D"):
+    _conv_like(_fwd + "Gradient", _fwd, lambda W, ctx: W.shape[0])
+_conv_like("ConvTransposeGradient", "ConvTranspose",
+           lambda W, ctx: W.shape[1 if _arg(ctx, "order", "NCHW") == "NCHW" else -1]
+           * int(_arg(ctx, "group", 1)))
+_conv_like("FCGradient", "FC", lambda W, ctx: W.shape[0])
+_conv_like("FCTransposedGradient", "FCTransposed", lambda W, ctx: W.shape[1])
+
+
+@operator("SpatialBNGradient", grad_inputs=(), context=True)
+def spatial_bn_gradient(X, scale, dY, mean, var_or_inv_std, *, ctx):
+    """Test mode: (X, scale, dY, running mean, running var). Training: (X, scale, dY,
+    saved mean, saved inverse std) as SpatialBN's outputs 3 and 4."""
+    order = _arg(ctx, "order", "NCHW")
+    if _arg(ctx, "is_test", 0):
+        bias = torch.zeros_like(scale)
+        return tuple(vjp("SpatialBN", ctx, [X, scale, bias, mean, var_or_inv_std], [0, 1, 2],
+                         {0: dY}))
+    axis = channel_axis(X.dim(), order)
+    shape = [1] * X.dim()
+    shape[axis] = X.shape[axis]
+    dims = [d for d in range(X.dim()) if d != axis]
+    count = shape_product(X.shape) // X.shape[axis]
+    inv_std = var_or_inv_std.reshape(shape)
+    x_hat = (X - mean.reshape(shape)) * inv_std
+    dbias = dY.sum(dim=dims)
+    dscale = (dY * x_hat).sum(dim=dims)
+    dX = scale.reshape(shape) * inv_std / count * (
+        count * dY - dbias.reshape(shape) - x_hat * dscale.reshape(shape))
+    return dX, dscale, dbias
+
+
+@operator("DropoutGrad", grad_inputs=(), context=True)
+def dropout_grad(dY, mask=None, *, ctx):
+    if _arg(ctx, "is_test", 0):
+        return dY.clone()
+    enforce(mask is not None, "DropoutGrad in training mode needs the mask input")
+    ratio = float(_arg(ctx, "ratio", 0.5))
+    scale = 0.0 if ratio >= 1 else 1.0 / (1.0 - ratio)
+    return dY * mask.to(dY.dtype) * scale
+
+
+@operator("MeanGradient", grad_inputs=(), context=True)
+def mean_gradient(dY, *, ctx):
+    n = ctx.num_outputs
+    return tuple(dY / n for _ in range(n))
+
+
+@operator("WeightedSumGradient", grad_inputs=(), context=True)
+def weighted_sum_gradient(dY, *xw, ctx):
+    xs, ws = xw[0::2], xw[1::2]
+    grads = [dY * w.reshape(()).to(dY.dtype) for w in ws]
+    if _arg(ctx, "grad_on_w", 0):
+        grads += [(dY * x).sum().reshape(1) for x in xs]
+    return tuple(grads)
+
+
+# Gradients from the forward output Y (Caffe2 keeps Y, not X).
+def _from_output(grad_type, formula):
+    @operator(grad_type, grad_inputs=(), context=True)
+    def gradient(Y, dY, *, ctx):
+        return formula(Y, dY, ctx)
+    gradient.__name__ = grad_type
+    return gradient
+
+
+_from_output("ReluGradient", lambda Y, dY, ctx: dY * (Y > 0))
+_from_output("SigmoidGradient", lambda Y, dY, ctx: dY * Y * (1 - Y))
+_from_output("TanhGradient", lambda Y, dY, ctx: dY * (1 - Y * Y))
+_from_output("EluGradient", lambda Y, dY, ctx: torch.where(
+    Y > 0, dY, dY * (Y + float(_arg(ctx, "alpha", 1.0)))))
+_from_output("LeakyReluGradient", lambda Y, dY, ctx: torch.where(
+    Y > 0, dY, dY * float(_arg(ctx, "alpha", 0.01))))
+_from_output("ReluNGradient", lambda Y, dY, ctx: dY * ((Y > 0) & (Y < float(_arg(ctx, "n", 6.0)))))
+_from_output("ClipGradient", lambda Y, dY, ctx: dY * (
+    (Y > float(_arg(ctx, "min", float("-inf")))) & (Y < float(_arg(ctx, "max", float("inf"))))))
+_from_output("SoftplusGradient", lambda Y, dY, ctx: dY * (1 - torch.exp(-Y)))
+_from_output("ReciprocalGradient", lambda Y, dY, ctx: -dY * Y * Y)
+_from_output("HardSigmoidGradient", lambda Y, dY, ctx: dY * float(_arg(ctx, "alpha", 0.2))
+             * ((Y > 0) & (Y < 1)))
+_from_output("ThresholdedReluGradient", lambda Y, dY, ctx: dY * (Y > 0))
+_from_output("SeluGradient", lambda Y, dY, ctx: torch.where(
+    Y > 0, dY * float(_arg(ctx, "scale", 1.0507009873554805)),
+    dY * (Y + float(_arg(ctx, "alpha", 1.6732632423543772))
+          * float(_arg(ctx, "scale", 1.0507009873554805)))))
+
+
+@operator("SoftmaxGradient", grad_inputs=(), context=True)
+def softmax_gradient(Y, dY, *, ctx):
+    """Caffe2 flattens Y to 2-D at `axis` (default 1): one softmax per row."""
+    axis = int(_arg(ctx, "axis", 1))
+    axis = axis + Y.dim() if axis < 0 else axis
+    rows = shape_product(Y.shape[:axis])
+    y = Y.reshape(rows, -1)
+    dy = dY.reshape(rows, -1)
+    dx = y * (dy - (dy * y).sum(dim=1, keepdim=True))
+    return dx.reshape(Y.shape)
+
+
+@operator("AutogradOpGradient", grad_inputs=(), context=True)
+def autograd_op_gradient(*inputs, ctx, forward_op=b"", output_grads=(), input_grads=()):
+    """The project's generic gradient op for forward ops without a Caffe2 gradient entry:
+    inputs are the forward op's inputs then the given output gradients."""
+    forward = caffe2_pb2.OperatorDef()
+    forward.ParseFromString(forward_op if isinstance(forward_op, bytes) else forward_op.encode("utf-8"))
+    n = len(forward.input)
+    grads = vjp(forward.type, ctx, list(inputs[:n]), list(input_grads),
+                dict(zip(output_grads, inputs[n:])), op_def=forward)
+    return tuple(g if g is not None else torch.zeros(0) for g in grads)
