@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from food101.caffe2 import gradient_defs, scope
 from food101.caffe2.errors import UnknownOperatorError
 from food101.caffe2.ops import registry
-from food101.caffe2.ops.python import python_op_arguments, register_python_op
+from food101.caffe2.python_functions import python_op_arguments, register_python_op
 from food101.caffe2.proto import caffe2_pb2
 
 DataType = caffe2_pb2.TensorProto

@@ -54,7 +54,6 @@ def create_db(db_type, source, mode):
     if kind not in DB_TYPES:
         raise DBError("db_type %r is not supported (db %r); supported: %s"
                       % (db_type, source, ", ".join(DB_TYPES)))
-    mode = getattr(mode, "name", mode)   # C.Mode.write and friends
     mode = {"read": READ, "write": WRITE, "new": NEW}.get(mode, mode)
     if mode not in (READ, WRITE, NEW):
         raise DBError("db %r: mode %r is not one of 'r', 'w', 'n'" % (source, mode))

@@ -9,14 +9,13 @@
 `f` is registered under a token (the op's `token` argument) when the net is built, as Caffe2
 does; a `(builder, args, kwargs)` tuple is pickled into the op and called each time a net
 holding the op is created. `pass_workspace=True` adds a third argument: the workspace the op
-runs in (`.blobs[name].fetch()`, `.fetch_blob`, `.feed_blob`, `.has_blob`). Values cross as numpy
+runs in (workspace.C.Workspace: `.blobs[name].fetch()`, `.fetch_blob`, `.feed_blob`). Values cross as numpy
 arrays on the host, as in Caffe2's CPU PythonOp; outputs go back to the op's device.
 
 Gradients: with `grad_f` the op is a `torch.autograd.Function`, so AddGradientOperators reaches
 through it; `grad_output_indices` / `grad_input_indices` pick the subsets as in Caffe2.
 Without `grad_f` no gradient flows through the op.
 """
-import itertools
 import pickle
 
 import numpy as np
@@ -24,44 +23,7 @@ import torch
 
 from food101.caffe2.errors import Caffe2Error, MissingBlobError
 from food101.caffe2.ops.registry import operator
-
-_IMPLEMENTATIONS = {}
-_TOKENS = itertools.count()
-
-
-def register_python_op(f, grad_f=None, python_func_type=None, pass_workspace=False):
-    """Keep `f` (and `grad_f`) under a new token; returns the token for the op's argument."""
-    if python_func_type:
-        impl = python_func_type(f)
-        f, grad_f = impl.forward, impl.backward
-    else:
-        f = _built(f)
-        grad_f = _built(grad_f) if grad_f is not None else None
-    token = "python_op_%d" % next(_TOKENS)
-    _IMPLEMENTATIONS[token] = (f, grad_f, bool(pass_workspace))
-    return token
-
-
-def python_op_arguments(f, grad_f=None, python_func_type=None, pass_workspace=False):
-    """The Python op's arguments for Net.Python: a token, or pickled builder tuples."""
-    if isinstance(f, tuple) or isinstance(grad_f, tuple):
-        if grad_f is not None and isinstance(f, tuple) != isinstance(grad_f, tuple):
-            raise Caffe2Error("Python op: a tuple has to be passed to both f and grad_f or neither")
-        normalize = lambda t: (t[0], tuple(t[1]), dict(t[2])) if t else None  # noqa: E731
-        return {"pickled_builder": pickle.dumps(normalize(f)),
-                "pickled_grad_builder": pickle.dumps(normalize(grad_f)) if grad_f else b"",
-                "pass_workspace": pass_workspace}
-    return {"token": register_python_op(f, grad_f, python_func_type, pass_workspace)}
-
-
-def _built(f):
-    if isinstance(f, tuple):
-        if len(f) != 3:
-            raise Caffe2Error("Python op: a builder tuple is (func, args, kwargs), got %d items" % len(f))
-        func, args, kwargs = f
-        return func(*args, **kwargs)
-    return f
-
+from food101.caffe2.python_functions import IMPLEMENTATIONS, built
 
 class TensorCPU:
     """What a Python op function sees for one blob: `.data` (numpy), `.shape`, `.feed`, `.reshape`."""
@@ -97,8 +59,7 @@ class _BlobView:
         self._workspace, self._name = workspace, name
 
     def fetch(self):
-        value = self._workspace.blobs[self._name]
-        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        return _to_numpy(self._workspace.blobs[self._name])
 
     def feed(self, value):
         self._workspace.blobs[self._name] = _to_torch(value, torch.device("cpu"))
@@ -106,7 +67,8 @@ class _BlobView:
 
 
 class WorkspaceView:
-    """The workspace handed to `pass_workspace` functions (Caffe2's C.Workspace surface)."""
+    """The workspace a `pass_workspace` function gets: the part of C.Workspace such functions
+    use. (C.Workspace itself imports the executor, which imports every op module, this one too.)"""
 
     def __init__(self, workspace):
         self._workspace = workspace
@@ -196,16 +158,16 @@ def _resolve(kwargs):
     builder = _raw(kwargs.pop("pickled_builder", b""))
     grad_builder = _raw(kwargs.pop("pickled_grad_builder", b""))
     if builder:
-        f = _built(pickle.loads(builder))
-        grad_f = _built(pickle.loads(grad_builder)) if grad_builder else None
+        f = built(pickle.loads(builder))
+        grad_f = built(pickle.loads(grad_builder)) if grad_builder else None
         kwargs["impl"] = (f, grad_f, bool(kwargs.get("pass_workspace")))
     else:
         token = kwargs.get("token", "")
-        if token not in _IMPLEMENTATIONS:
+        if token not in IMPLEMENTATIONS:
             raise Caffe2Error("Python op: token %r is not registered in this process (Python ops "
                               "hold a function of the process that built the net; rebuild the net "
                               "with net.Python(f))" % token)
-        kwargs["impl"] = _IMPLEMENTATIONS[token]
+        kwargs["impl"] = IMPLEMENTATIONS[token]
     return kwargs
 
 
