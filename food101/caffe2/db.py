@@ -207,7 +207,7 @@ class LMDB:
             raise DBError("lmdb %r cannot be opened: %s" % (path, e)) from None
 
     def new_cursor(self):
-        return LMDBCursor(self)
+        return LMDBCursor(self.env)
 
     def new_transaction(self):
         if self.mode == READ:
@@ -250,8 +250,11 @@ class LMDBTransaction:
 
 
 class LMDBCursor:
-    def __init__(self, db):
-        with db.env.begin() as txn:
+    """Takes the records in one read transaction of `env` (an LMDB environment may be open only
+    once per process: a reader that holds one lends it here)."""
+
+    def __init__(self, env):
+        with env.begin() as txn:
             self._records = list(txn.cursor().iternext())
         self._index = 0
 
@@ -279,16 +282,18 @@ def _as_bytes(value):
 class DBReader:
     """A DB opened for reading, as CreateDB leaves it in the workspace (Caffe2's DBReader)."""
 
-    def __init__(self, source, db_type, num_shards=1, shard_id=0):
+    def __init__(self, source, db_type, num_shards=1, shard_id=0, cursor=None):
         if not 0 <= shard_id < num_shards:
             raise DBError("CreateDB: shard_id %d is not in [0, num_shards=%d)" % (shard_id, num_shards))
         self.source, self.db_type = source, db_type
         self.num_shards, self.shard_id = num_shards, shard_id
-        db = create_db(db_type, source, READ)
-        try:
-            self._cursor = db.new_cursor()
-        finally:
-            db.close()
+        if cursor is None:
+            db = create_db(db_type, source, READ)
+            try:
+                cursor = db.new_cursor()
+            finally:
+                db.close()
+        self._cursor = cursor
         if not self._cursor.valid():
             raise DBError("%s database %r holds no records" % (db_type, source))
         self._skip(shard_id)

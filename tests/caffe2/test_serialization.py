@@ -186,3 +186,10 @@ def test_tensor_protos_db_input_reads_minidb(tmp_path):
     workspace.RunNet(net)
     np.testing.assert_array_equal(workspace.FetchBlob("label"), [2, 0])   # wraps around
     assert workspace.FetchBlob("data").shape == (2, 2, 2)
+
+
+def test_db_exists(tmp_path):
+    path = os.path.join(REF, "dtypes.minidb")
+    _run("DBExists", [], ["yes"], db_name=path, db_type="minidb", absolute_path=1)
+    _run("DBExists", [], ["no"], db_name=str(tmp_path / "none.minidb"), db_type="minidb", absolute_path=1)
+    assert workspace.FetchBlob("yes") and not workspace.FetchBlob("no")

@@ -99,8 +99,8 @@ def _cursors(readers, paths, db_type):
             cursor = reader.cursor()
             cursor.seek_to_first()
             yield reader.source, cursor
-        elif hasattr(reader, "path"):   # CreateDB's LMDB batch reader: read the records afresh
-            yield reader.path, dbs.create_db("lmdb", reader.path, dbs.READ).new_cursor()
+        elif hasattr(reader, "env"):   # CreateDB's LMDB batch reader: its environment, afresh
+            yield reader.path, dbs.LMDBCursor(reader.env)
         else:
             raise Caffe2Error("Load: input must be a DB reader made by CreateDB, got %s"
                               % type(reader).__name__)
@@ -161,3 +161,10 @@ def load(*readers, absolute_path=0, add_prefix="", strip_prefix="", db="", db_ty
     for name in missing:   # allow_incomplete: Caffe2 leaves an empty tensor behind
         blobs.setdefault(name, torch.empty(0, device=ctx.device))
     return tuple(blobs[n] for n in outputs)
+
+
+@operator("DBExists", grad_inputs=(), context=True)
+def db_exists(*, absolute_path=0, db_name="", db_type="", ctx):
+    """A bool scalar: does the DB (file or LMDB folder) exist?"""
+    path = _db_path(ctx, db_name, absolute_path)
+    return torch.tensor(os.path.exists(path), dtype=torch.bool)
