@@ -76,7 +76,7 @@ def save(*blobs, absolute_path=0, strip_prefix="", blob_name_overrides=(), db=""
                DEFAULT_CHUNK_SIZE if chunk_size < 0 else chunk_size, stored)
 
 
-@operator("Checkpoint", grad_inputs=(), context=True)
+@operator("Checkpoint", grad_inputs=(), context=True, aliases=("Snapshot",))  # Snapshot: deprecated name
 def checkpoint(iteration, *blobs, db="", db_type="", every=1, absolute_path=0, ctx):
     enforce(every >= 1, "Checkpoint: every must be >= 1, got %d", every)
     enforce(bool(db), "Checkpoint needs the argument db (a pattern with %%d for the iteration)")
