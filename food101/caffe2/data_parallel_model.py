@@ -58,8 +58,10 @@ import torch
 
 from food101.caffe2 import core, scope, workspace
 from food101.caffe2.ops.collective import CollectiveError, all_reduce_tensors, barrier, broadcast_tensors
-from food101.caffe2.ops.registry import argument_value
+from food101.caffe2.executor import AUTOGRAD_OP
+from food101.caffe2.ops.learning_rate import scale_base_lr
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict, MakeArgument, as_netdef
 
 log = logging.getLogger(__name__)
 
@@ -358,11 +360,7 @@ def AllreduceBlobs(names, average=False, bucket_cap_mb=25.0):
 
 def scale_learning_rate_ops(net, factor):
     """Multiply the base_lr of every LearningRate op in `net` by `factor` (in place)."""
-    for op in _proto(net).op:
-        if op.type == "LearningRate":
-            for arg in op.arg:
-                if arg.name == "base_lr":
-                    arg.f = arg.f * factor
+    scale_base_lr(as_netdef(net), factor)
     return net
 
 
@@ -377,10 +375,10 @@ def add_lr_warmup(net, warmup_iters, start_multiplier):
     update 1 -> 0.0107, 100 -> 0.08, 1500 -> 0.008."""
     if warmup_iters <= 0:
         return net
-    for op in _proto(net).op:
+    for op in as_netdef(net).op:
         if op.type != "LearningRate":
             continue
-        args = {a.name: argument_value(a) for a in op.arg}
+        args = ArgsToDict(op.arg)
         policy = args.pop("policy", "fixed")
         keep = {k: args.pop(k) for k in ("base_lr",) if k in args}
         rest_huge = 2 ** 31 - 1
@@ -403,28 +401,19 @@ def add_lr_warmup(net, warmup_iters, start_multiplier):
                      "sub_policy_0_num_iter": int(warmup_iters)})
         del op.arg[:]
         keep.update(policy="composite", sub_policy_num_iters=counts, **subs)
-        op.arg.extend(core.MakeArgument(k, v) for k, v in keep.items())
+        op.arg.extend(MakeArgument(k, v) for k, v in keep.items())
     return net
 
 
 # ------------------------------------------------------------------------------ net surgery
 # (core.Nets or NetDefs, changed in place; food101.train.distributed uses them on its nets)
-def _op(op_type, inputs, outputs, device_option=None, **args):
-    return core.CreateOperator(op_type, inputs, outputs, device_option=device_option, **args)
-
-
 def _cpu():
     return core.DeviceOption(caffe2_pb2.CPU)
 
 
-def _proto(net):
-    """The NetDef of a core.Net or a NetDef."""
-    return net.Proto() if hasattr(net, "Proto") else net
-
-
 def _extend(net, ops, position=None):
     """Add ops to a core.Net (keeping its blob lookup tables right) or a NetDef."""
-    netdef = _proto(net)
+    netdef = as_netdef(net)
     if position is None:
         netdef.op.extend(ops)
     else:
@@ -443,8 +432,9 @@ def _world_and(comm_world, blobs):
 
 def add_common_world(init_net, comm_world=COMM_WORLD):
     """Append CreateCommonWorld (the default process group) to an init net, once."""
-    if not any(comm_world in op.output for op in _proto(init_net).op):
-        _extend(init_net, [_op("CreateCommonWorld", [], [comm_world], _cpu())])
+    if not any(comm_world in op.output for op in as_netdef(init_net).op):
+        _extend(init_net, [core.CreateOperator("CreateCommonWorld", [], [comm_world],
+                                                device_option=_cpu())])
     return comm_world
 
 
@@ -455,7 +445,8 @@ def add_param_broadcast(init_net, blobs, comm_world=COMM_WORLD, root=0):
     if blobs:
         if comm_world:
             add_common_world(init_net, comm_world)
-        _extend(init_net, [_op("Broadcast", _world_and(comm_world, blobs), blobs, root=root)])
+        _extend(init_net, [core.CreateOperator("Broadcast", _world_and(comm_world, blobs), blobs,
+                                               root=root)])
     return init_net
 
 
@@ -463,15 +454,14 @@ def gradient_allreduce_op(grads, comm_world=COMM_WORLD, average=True, bucket_cap
     """The Allreduce OperatorDef over `grads` (reverse order: the last layers' gradients, first
     ready in a backward pass, go first, as Caffe2 ordered them)."""
     grads = [str(g) for g in reversed(list(grads))]
-    return _op("Allreduce", _world_and(comm_world, grads), grads, average=int(bool(average)),
-               bucket_cap_mb=float(bucket_cap_mb))
+    return core.CreateOperator("Allreduce", _world_and(comm_world, grads), grads,
+                               average=int(bool(average)), bucket_cap_mb=float(bucket_cap_mb))
 
 
 def insert_gradient_allreduce(net, grads, position=None, **kwargs):
     """Insert the gradient Allreduce into `netdef` (in place): after its AutogradGradient op, or
     at `position` (0 for an update net split off after it). Returns the op's index."""
-    from food101.caffe2.executor import AUTOGRAD_OP
-    netdef = _proto(net)
+    netdef = as_netdef(net)
     if position is None:
         position = next((i + 1 for i, op in enumerate(netdef.op) if op.type == AUTOGRAD_OP), None)
         if position is None:
@@ -489,18 +479,19 @@ def add_computed_param_sync(net, blobs, mode, comm_world=COMM_WORLD):
     if not blobs or mode == "local":
         return net
     if mode == "average":
-        _extend(net, [_op("Allreduce", _world_and(comm_world, blobs), blobs, average=1)])
+        op = core.CreateOperator("Allreduce", _world_and(comm_world, blobs), blobs, average=1)
     else:
-        _extend(net, [_op("Broadcast", _world_and(comm_world, blobs), blobs, root=0)])
+        op = core.CreateOperator("Broadcast", _world_and(comm_world, blobs), blobs, root=0)
+    _extend(net, [op])
     return net
 
 
 def trained_bn_statistics(net):
     """Running mean/var blobs of the SpatialBN ops of `net` that run in training mode."""
     stats = []
-    for op in _proto(net).op:
+    for op in as_netdef(net).op:
         if op.type == "SpatialBN" and len(op.input) >= 5:
-            args = {a.name: argument_value(a) for a in op.arg}
+            args = ArgsToDict(op.arg)
             if not args.get("is_test", 0):
                 stats += [b for b in op.input[3:5] if b not in stats]
     return stats

@@ -18,6 +18,7 @@ from food101.caffe2.errors import Caffe2Error, MissingBlobError, closest
 from food101.caffe2.compiled import CompiledNet, CompileOptions, is_compiled_type
 from food101.caffe2.executor import PreparedNet, resolve_device
 from food101.caffe2.core import GlobalInit as core_global_init
+from food101.caffe2.utils import as_netdef
 
 DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless a seed is given
 
@@ -105,10 +106,6 @@ def seed(value):
     _current.seed(int(value))
 
 
-def _as_netdef(net):
-    return net.Proto() if hasattr(net, "Proto") else net
-
-
 def _to_tensor(name, value, device):
     if isinstance(value, (bytes, str)):  # a std::string blob (e.g. a serialized MetaNetDef)
         return value.encode("utf-8") if isinstance(value, str) else value
@@ -185,7 +182,7 @@ def CreateNet(net, overwrite=False, input_blobs=None, compile=None):
 
     compile: None (eager, unless NetDef.type is "compiled"), True, or a
     `compiled.CompileOptions` to run the net as torch.compile'd graphs."""
-    netdef = _as_netdef(net)
+    netdef = as_netdef(net)
     for name in input_blobs or ():
         _current.blobs.setdefault(str(name), torch.empty(0))
     if netdef.name in _current.nets and not overwrite:
@@ -207,7 +204,7 @@ def CreateNet(net, overwrite=False, input_blobs=None, compile=None):
 
 
 def _prepared(name_or_net):
-    name = name_or_net if isinstance(name_or_net, str) else _as_netdef(name_or_net).name
+    name = name_or_net if isinstance(name_or_net, str) else as_netdef(name_or_net).name
     try:
         return _current.nets[name]
     except KeyError:
@@ -224,7 +221,7 @@ def RunNet(name, num_iter=1, allow_fail=False):
 
 
 def RunNetOnce(net):
-    PreparedNet(_as_netdef(net), _current).run()
+    PreparedNet(as_netdef(net), _current).run()
     return True
 
 
@@ -330,7 +327,7 @@ def StringifyNetName(name):
 
 
 def GetNetName(net):
-    return _as_netdef(net).name
+    return as_netdef(net).name
 
 
 def StringifyProto(obj):
@@ -393,7 +390,7 @@ def InferShapesAndTypes(nets, blob_dimensions=None, nets_proto=False, blob_types
             scratch.blobs[name] = torch.zeros(list(dims), dtype=dtype)
     shapes, dtypes = {}, {}
     for net in nets:
-        netdef = _as_netdef(net)
+        netdef = as_netdef(net)
         try:
             PreparedNet(netdef, scratch).run()
         except Exception as e:
@@ -454,4 +451,4 @@ def _parse_net(net, caffe2_pb2):
         proto = caffe2_pb2.NetDef()
         proto.ParseFromString(net)
         return proto
-    return _as_netdef(net)
+    return as_netdef(net)

@@ -40,8 +40,10 @@ from typing import List, Optional
 import torch
 
 from food101.caffe2.executor import PreparedNet
+from food101.caffe2.ops.learning_rate import scale_base_lr
 from food101.caffe2.ops.registry import lookup, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict
 from food101.diagnostics import netinfo
 
 log = logging.getLogger("food101.diagnostics")
@@ -194,7 +196,7 @@ def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
 def _loss_blobs(netdef):
     for op in netdef.op:
         if op.type == netinfo.GRADIENT_OP:
-            n = int(netinfo.op_args(op).get("num_losses", 1))
+            n = int(ArgsToDict(op.arg).get("num_losses", 1))
             return list(op.input[:n])
     return [op.output[0] for op in netdef.op if op.type == "AveragedLoss" and op.output]
 
@@ -373,20 +375,15 @@ def scale_learning_rate(workspace, net, factor):
             log.warning("scale_learning_rate: no net %r was created in the workspace; its "
                         "learning rate is unchanged", name)
             continue
-        for step in prepared.steps:
-            if step.op.type != "LearningRate":
-                continue
-            for arg in step.op.arg:
-                if arg.name == "base_lr":
-                    old = arg.f if arg.HasField("f") else float(arg.i)
-                    _set_base_lr(step.op, old * factor)
-                    kwargs = parse_arguments(schema, step.op)
-                    if "ctx" in step.kwargs:
-                        kwargs["ctx"] = step.kwargs["ctx"]
-                    # in place: a compiled net's generated code holds this very dict
-                    step.kwargs.clear()
-                    step.kwargs.update(kwargs)
-                    changed.append((name, step.index, old, old * factor))
+        for index, old, new in scale_base_lr(prepared.netdef, factor):
+            step = prepared.steps[index]
+            kwargs = parse_arguments(schema, step.op)
+            if "ctx" in step.kwargs:
+                kwargs["ctx"] = step.kwargs["ctx"]
+            # in place: a compiled net's generated code holds this very dict
+            step.kwargs.clear()
+            step.kwargs.update(kwargs)
+            changed.append((name, index, old, new))
     return changed
 
 
@@ -574,21 +571,11 @@ class DivergenceGuard:
         report.resume_iteration = target.iteration if target is self._good else target.iteration - 1
         self.resume_iteration = report.resume_iteration
         scale_learning_rate(ws, self.net_names, self.lr_scale)
-        for _index, op in netinfo.learning_rate_ops(self.net):  # our copy tells the truth too
-            base = netinfo.op_args(op).get("base_lr")
-            if base is not None:
-                _set_base_lr(op, base * self.lr_scale)
+        scale_base_lr(self.net, self.lr_scale)  # our copy tells the truth too
         self.lr_factor *= self.lr_scale
         report.lr_scaled_by = self.lr_scale
         self._pending_good = None
         return "rollback"
-
-
-def _set_base_lr(op, value):
-    for arg in op.arg:
-        if arg.name == "base_lr":
-            arg.ClearField("i")
-            arg.f = value
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from food101.caffe2.errors import Caffe2Error
+from food101.caffe2.ops.registry import lookup, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict, external_reads, given_fill, set_arg
 from food101.zoo import _nets
 from food101.zoo.model import LABELS, ZooModel, load, write_labels, write_value_info
 
@@ -43,7 +45,7 @@ class _Deploy:
                               % model)
         self.zoo = zoo
         self.predict_net = predict = _inference_net(zoo.predict_net)
-        self.params = [b for b in _nets.external_reads(predict) if b != zoo.input_name]
+        self.params = [b for b in external_reads(predict) if b != zoo.input_name]
         self.values = _gather(self.params, weights)
         del predict.external_input[:]
         predict.external_input.extend([zoo.input_name] + self.params)
@@ -55,7 +57,7 @@ class _Deploy:
 
     def init_net(self):
         init = caffe2_pb2.NetDef(name=self.name + "_init")
-        init.op.extend(_nets.given_fill(name, self.values[name]) for name in self.params)
+        init.op.extend(given_fill(name, self.values[name]) for name in self.params)
         init.external_output.extend(self.params)
         return init
 
@@ -98,7 +100,7 @@ def _inference_net(predict_net):
     net = _nets.clone(predict_net)
     for op in net.op:
         if op.type in ("Dropout", "SpatialBN"):
-            _nets.set_arg(op, "is_test", 1)
+            set_arg(op, "is_test", 1)
             del op.output[1:]
         op.engine = ""
         keep = [a for a in op.arg if a.name not in ("exhaustive_search", "cudnn_exhaustive_search",
@@ -236,7 +238,7 @@ class _OnnxWriter:
                 raise ExportError("to_onnx: op #%d %s (%s -> %s) has no ONNX mapping; supported: %s" % (
                     index, op.type, list(op.input), list(op.output),
                     ", ".join(sorted(k[4:] for k in dir(self) if k.startswith("_op_")))))
-            method(op, _nets.op_args(op))
+            method(op, ArgsToDict(op.arg))
         return self._model()
 
     def _model(self):
@@ -311,7 +313,7 @@ class _OnnxWriter:
     # ------------------------------------------------------------------ converters
     def _op_Conv(self, op, a):
         self._nchw(op, a)
-        geometry = _caffe2_geometry(a, self.shapes[op.input[1]][2:])
+        geometry = _window(op)
         self._node("Conv", [self._in(i) for i in op.input], [self._out(op)], op,
                    kernel_shape=geometry["kernel"], strides=geometry["stride"], pads=geometry["pads"],
                    dilations=geometry["dilation"], group=int(a.get("group", 1)))
@@ -322,7 +324,7 @@ class _OnnxWriter:
         if a.get("global_pooling", 0):
             self._node("Global" + onnx_type, [x], [self._out(op)], op)
             return
-        geometry = _caffe2_geometry(a, None)
+        geometry = _window(op)
         attrs = dict(kernel_shape=geometry["kernel"], strides=geometry["stride"], pads=geometry["pads"])
         legacy = a.get("legacy_pad", 0)
         if legacy == 3:
@@ -477,27 +479,15 @@ class _OnnxWriter:
         self._node("Mul", [self._in(op.input[0]), factor], [self._out(op)], op)
 
 
-def _caffe2_geometry(a, weight_hw):
-    """Caffe2 Conv/Pool arguments -> kernel, stride, dilation (2 each) and ONNX pads (4)."""
-    def pair(single, plural, h, w, default):
-        if plural in a and a[plural]:
-            return [int(v) for v in a[plural]]
-        if h in a or w in a:
-            return [int(a.get(h, default)), int(a.get(w, default))]
-        if single in a:
-            return [int(a[single])] * 2
-        return [default, default]
-    kernel = pair("kernel", "kernels", "kernel_h", "kernel_w", 0)
-    if kernel == [0, 0] and weight_hw is not None:
-        kernel = [int(d) for d in weight_hw]
-    if "pads" in a and a["pads"]:
-        pads = [int(v) for v in a["pads"]]
-    elif any(k in a for k in ("pad_t", "pad_l", "pad_b", "pad_r")):
-        pads = [int(a.get(k, 0)) for k in ("pad_t", "pad_l", "pad_b", "pad_r")]
-    else:
-        pads = [int(a.get("pad", 0))] * 4
-    return dict(kernel=kernel, stride=pair("stride", "strides", "stride_h", "stride_w", 1),
-                dilation=pair("dilation", "dilations", "dilation_h", "dilation_w", 1), pads=pads)
+def _window(op):
+    """Kernel, stride, dilation (one per spatial dim) and ONNX pads (heads then tails, which
+    is Caffe2's `pads` order) of a Conv/pool op, parsed as the runtime parses them."""
+    try:
+        window = parse_arguments(lookup(op.type), op)
+    except Caffe2Error as e:
+        raise ExportError("to_onnx: %s %r: %s" % (op.type, op.output[0], e)) from None
+    return dict(kernel=list(window["kernels"]), stride=list(window["strides"]),
+                pads=list(window["pads"]), dilation=list(window["dilations"]))
 
 
 def _onnx_pool_shape(in_shape, geometry, ceil_mode):

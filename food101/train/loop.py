@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from food101.caffe2 import core, workspace
-from food101.caffe2.executor import AUTOGRAD_OP, external_reads
+from food101.caffe2.executor import AUTOGRAD_OP
+from food101.caffe2.utils import ArgsToDict, external_reads
 from food101.caffe2.proto import caffe2_pb2
 from food101.train import checkpoint as ckpt
 from food101.train import config as C
@@ -766,11 +767,10 @@ def build_training_nets(cfg, class_names, device_option):
 def _base_lr_blob(update, base_lr):
     """The LearningRate output whose base_lr is solver.base_lr (others carry lr multipliers),
     and the factor that turns any of them into the base rate when no param uses the base."""
-    from food101.caffe2.ops.registry import argument_value
     candidates = []
     for op in update.op:
         if op.type == "LearningRate":
-            args = {a.name: argument_value(a) for a in op.arg}
+            args = ArgsToDict(op.arg)
             candidates.append((abs(abs(args["base_lr"]) - base_lr), op.output[0], abs(args["base_lr"])))
     if not candidates:
         raise TrainingError("the update net has no LearningRate op (no trainable params?)")

@@ -22,6 +22,7 @@ from tests.support import distributed_worker as worker
 from food101.caffe2 import core, data_parallel_model as dpm, model_helper, workspace
 from food101.caffe2.ops.collective import CollectiveError, CommonWorld
 from food101.caffe2.ops.learning_rate import learning_rate
+from food101.caffe2.utils import ArgsToDict
 from food101.train import distributed
 from tests.support import REPO, ZOO
 
@@ -233,9 +234,8 @@ def test_linear_scaling_rule():
 
 
 def _lr_op(net):
-    from food101.caffe2.ops.registry import argument_value
     op = next(op for op in net.Proto().op if op.type == "LearningRate")
-    return {a.name: argument_value(a) for a in op.arg}
+    return ArgsToDict(op.arg)
 
 
 def _rates(net, iterations):
