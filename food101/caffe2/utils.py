@@ -377,3 +377,4 @@ __all__ += ["Caffe2TensorToNumpyArray", "CaffeBlobToNumpyArray", "ConvertProtoTo
             "EnumClassKeyVals", "GetContentFromProto", "GetContentFromProtoString", "NCHW2NHWC",
             "NHWC2NCHW", "NumpyArrayToCaffe2Tensor", "OpAlmostEqual", "TryReadProtoWithClass",
             "debug", "raiseIfNotEqual"]
+

@@ -105,3 +105,9 @@ def test_distance_shape_mismatch_is_named():
     workspace.FeedBlob("b", np.zeros((2, 4), np.float32))
     with pytest.raises(Caffe2Error, match=r"SquaredL2Distance: X \[2, 3\] and Y \[2, 4\]"):
         workspace.RunOperatorOnce(core.CreateOperator("SquaredL2Distance", ["a", "b"], ["d"]))
+
+
+def test_free_releases_blobs_in_place():
+    workspace.FeedBlob("big", np.ones((100, 100), np.float32))
+    workspace.RunOperatorOnce(core.CreateOperator("Free", ["big"], ["big"]))
+    assert workspace.FetchBlob("big").size == 0

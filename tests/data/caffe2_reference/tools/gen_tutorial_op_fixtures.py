@@ -52,6 +52,11 @@ case("dot", "DotProduct", {"X": X.reshape(4, 6), "Y": Y.reshape(4, 6)})
 Z = X.reshape(4, 6).copy()
 Z[1] = 0.0
 case("cosine", "CosineSimilarity", {"X": Z, "Y": Y.reshape(4, 6)})
+A, B = rs.randn(3, 4).astype(np.float32), rs.randn(4, 5).astype(np.float32)
+case("matmul", "MatMul", {"A": A, "B": B})
+case("matmul_trans_b", "MatMul", {"A": A, "B": B.T.copy()}, trans_b=1)
+case("matmul_axis", "MatMul", {"A": rs.randn(3, 2, 2).astype(np.float32), "B": rs.randn(4, 1, 5).astype(np.float32)}, axis_b=1)
+case("matmul_trans_a", "MatMul", {"A": A.T.copy(), "B": B}, trans_a=1)
 np.savez(os.path.join(OUT, "cases.npz"), **arrays)
 with open(os.path.join(OUT, "cases.json"), "w") as fh:
     json.dump(index, fh, indent=1, sort_keys=True)
