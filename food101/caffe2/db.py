@@ -142,6 +142,9 @@ class MiniDBCursor:
 
     def __init__(self, path):
         self.path = path
+        if os.path.isdir(path):
+            raise DBError("minidb %r is a folder (an LMDB? then db_type='lmdb'); a minidb is one "
+                          "file" % path)
         with open(path, "rb") as fh:
             data = fh.read()
         self._records = []

@@ -111,3 +111,8 @@ def test_export_meta_checks_like_caffe2():
     meta = predictor_exporter.PredictorExportMeta(model.net, [], ["data"], ["softmax"])
     with pytest.raises(KeyError, match="data not in workspace but needed for shape"):
         predictor_exporter.get_meta_net_def(meta)
+
+
+def test_a_plain_save_is_not_a_predictor_export():
+    with pytest.raises(Exception, match="not a predictor_exporter export"):
+        predictor_exporter.prepare_prediction_net(os.path.join(REF, "dtypes.minidb"), "minidb")

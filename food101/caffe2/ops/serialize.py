@@ -134,8 +134,9 @@ def load(*readers, absolute_path=0, add_prefix="", strip_prefix="", db="", db_ty
     else:
         enforce(not (load_all and outputs), "Load: with load_all=1 the op has no outputs")
         wanted = {n: n for n in outputs}
-    loaded = {}
+    loaded, sources = {}, []
     for source, cursor in _cursors(readers, paths, db_type):
+        sources.append(source)
         assembler = BlobAssembler(source)
         while cursor.valid():
             name = blob_name_of_key(cursor.key())
@@ -151,7 +152,7 @@ def load(*readers, absolute_path=0, add_prefix="", strip_prefix="", db="", db_ty
     missing = [n for n in wanted.values() if n not in loaded]
     enforce(allow_incomplete or not missing,
             "Load: expected to load %d blobs, %d are not in %s: %s",
-            len(wanted), len(missing), paths or "the DB reader", missing)
+            len(wanted), len(missing), ", ".join(repr(s) for s in sources), missing)
     blobs = ctx.workspace.blobs
     for name, (value, device_detail) in loaded.items():
         if device_detail is not None and not isinstance(value, bytes):

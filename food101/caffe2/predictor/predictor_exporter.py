@@ -16,6 +16,7 @@ Parameters are what you list: for a net with SpatialBN include the running stati
 import collections
 
 from food101.caffe2 import core, scope, workspace
+from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.predictor import predictor_py_utils as utils
 from food101.caffe2.predictor import serde
 from food101.caffe2.predictor_constants import predictor_constants
@@ -156,9 +157,16 @@ def load_from_db(filename, db_type, device_option=None, *args, **kwargs):
     workspace.RunOperatorOnce(core.CreateOperator(
         "CreateDB", [], [core.BlobReference(predictor_constants.PREDICTOR_DBREADER)],
         db=filename, db_type=db_type))
-    workspace.RunOperatorOnce(core.CreateOperator(
-        "Load", [core.BlobReference(predictor_constants.PREDICTOR_DBREADER)],
-        [core.BlobReference(predictor_constants.META_NET_DEF)]))
+    try:
+        workspace.RunOperatorOnce(core.CreateOperator(
+            "Load", [core.BlobReference(predictor_constants.PREDICTOR_DBREADER)],
+            [core.BlobReference(predictor_constants.META_NET_DEF)]))
+    except Caffe2Error as e:
+        if predictor_constants.META_NET_DEF not in str(e):
+            raise
+        raise Caffe2Error("%s is a %s DB but not a predictor_exporter export: it holds no %r "
+                          "blob (save_to_db writes one; a plain Save does not)"
+                          % (filename, db_type, predictor_constants.META_NET_DEF)) from None
     blob = workspace.FetchBlob(predictor_constants.META_NET_DEF)
     meta_net_def = serde.deserialize_protobuf_struct(
         blob if isinstance(blob, bytes) else str(blob).encode("utf-8"), metanet_pb2.MetaNetDef)
