@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_run
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench clean conformance
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/data_pipeline.py
+
+# Real Caffe2's own tests (torch 1.4.0 wheel) on the project; needs the py3.7 env of
+# shared/caffe2_reference/tools/setup.sh (CAFFE2_PY37=path/to/python). Not part of `make test`.
+conformance: $(STAMP)
+	$(PY) conformance/caffe2_own_tests/run.py $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

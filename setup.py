@@ -22,5 +22,6 @@ setup(
         "pyyaml",
         "pydot",  # caffe2.net_drawer (rendering also needs Graphviz's `dot` program)
     ],
-    extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel"]},
+    extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
+                            "six", "future"]},  # six, future: Caffe2's own test helpers (make conformance)
 )

@@ -16,6 +16,7 @@ import torch
 from food101.caffe2 import db as _db
 from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.executor import PreparedNet
+from food101.caffe2.ops import registry
 from food101.caffe2.proto import caffe2_pb2
 
 use_mkldnn = False
@@ -156,3 +157,24 @@ class ScriptModule:
 
 
 __all__ = ["Blob", "Mode", "Workspace", "bind", "create_db", "num_cuda_devices", "np"]
+
+
+class OpSchema:
+    """Caffe2's operator schema lookup: `OpSchema.get(op_type)` is the registered op's schema
+    (input counts, argument names and defaults), or None for an unknown type."""
+
+    def __init__(self, schema):
+        self.name = schema.type
+        self.min_input = schema.min_inputs
+        self.max_input = schema.max_inputs if schema.max_inputs is not None else 2 ** 31 - 1
+        self.args = sorted(schema.arg_names)
+        self.arg_defaults = dict(schema.arg_defaults)
+        self.private = False
+        self.doc = (schema.fn.__doc__ or "").strip()
+
+    @staticmethod
+    def get(op_type):
+        try:
+            return OpSchema(registry.lookup(op_type))
+        except Caffe2Error:
+            return None

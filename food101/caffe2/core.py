@@ -87,14 +87,17 @@ def DeviceOption(device_type, device_id=0, random_seed=None, node_name=None, num
 
 
 def device_option_equal(a, b, ignore_node_name=True, ignore_random_seed=True):
-    """Caffe2's core.device_option_equal: same device type and id."""
+    """Caffe2's core.device_option_equal: two CPU options are equal whatever their device_id;
+    otherwise the device ids decide (Caffe2 does not compare GPU device types)."""
     if not a or not b:
         return a == b
     if not ignore_node_name and a.node_name != b.node_name:
         return False
     if not ignore_random_seed and a.random_seed != b.random_seed:
         return False
-    return a.device_type == b.device_type and a.device_id == b.device_id
+    if not a.device_type or not b.device_type:
+        return not a.device_type and not b.device_type
+    return a.device_id == b.device_id
 
 
 class BlobReference:
@@ -526,6 +529,59 @@ class Net:
 
     def RunAllOnCPU(self):
         self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CPU))
+
+    # -- more of Caffe2's Net API (attributes, complete nets, rerouting) ---------------------------
+    def _CheckLookupTables(self):
+        """Caffe2's consistency check of the lookup tables against the proto."""
+        if self._recreate_lookup_tables:
+            self._RecreateLookupTables()
+        expected = {o for op in self._net.op for o in op.output}
+        assert self._op_outputs >= expected, "net %r: stale op-output table" % self.Name()
+
+    def add_attribute(self, name, obj):
+        self._attr_dict = getattr(self, "_attr_dict", {})
+        self._attr_dict.setdefault(name, []).append(obj)
+
+    def get_attributes(self, name):
+        return getattr(self, "_attr_dict", {}).get(name, [])
+
+    def GetCompleteNet(self):
+        """A copy of this net (Caffe2 also folds in nets its control ops reference; the project
+        has no control ops, so the copy is complete)."""
+        new_net = self.Clone(self._net.name + "_complete")
+        new_net._attr_dict = dict(getattr(self, "_attr_dict", {}))
+        return new_net
+
+    def PopulateProtoWithFileName(self):
+        """Caffe2 records each op's creation site; the project's op errors name net and op
+        index instead, so nothing is added."""
+
+    def insert_op_at_idx(self, op, op_idx):
+        ops = list(self._net.op)
+        ops.insert(op_idx, op)
+        del self._net.op[:]
+        self._net.op.extend(ops)
+        self._InvalidateLookupTables()
+
+    def reroute_tensor(self, tensor, new_producer, can_modify=None):
+        """Insert `new_producer` (which reads `tensor`) right after the op that writes `tensor`
+        and point every later reader (or only `can_modify` ops) at its output."""
+        tensor = str(tensor)
+        if tensor in self._net.external_input:
+            index = 0
+        else:
+            writers = [i for i, op in enumerate(self._net.op) if tensor in op.output]
+            if not writers:
+                raise ValueError("reroute_tensor: no op of net %r writes %r" % (self.Name(), tensor))
+            index = writers[-1] + 1
+        new_output = new_producer.output[0]
+        for op in self._net.op[index:]:
+            if can_modify is not None and op not in can_modify:
+                continue
+            for i, name in enumerate(op.input):
+                if name == tensor:
+                    op.input[i] = new_output
+        self.insert_op_at_idx(new_producer, index)
 
     # -- gradients ------------------------------------------------------------------------------
     def AddGradientOperators(self, ys, skip=0):

@@ -145,13 +145,11 @@ _conv_like("FCTransposedGradient", "FCTransposed", lambda W, ctx: W.shape[1])
 
 @operator("SpatialBNGradient", grad_inputs=(), context=True)
 def spatial_bn_gradient(X, scale, dY, mean, var_or_inv_std, *, ctx):
-    """Test mode: (X, scale, dY, running mean, running var). Training: (X, scale, dY,
-    saved mean, saved inverse std) as SpatialBN's outputs 3 and 4."""
+    """(X, scale, dY, saved mean, saved inverse std): SpatialBN's outputs 3 and 4 in training.
+    As in Caffe2, the op always applies the batch-statistics formula: given is_test=1 its maker
+    passes the running mean and variance, and Caffe2 reads the variance as an inverse std
+    (real Caffe2's result, checked against its fixture)."""
     order = _arg(ctx, "order", "NCHW")
-    if _arg(ctx, "is_test", 0):
-        bias = torch.zeros_like(scale)
-        return tuple(vjp("SpatialBN", ctx, [X, scale, bias, mean, var_or_inv_std], [0, 1, 2],
-                         {0: dY}))
     axis = channel_axis(X.dim(), order)
     shape = [1] * X.dim()
     shape[axis] = X.shape[axis]
