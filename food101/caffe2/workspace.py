@@ -113,8 +113,11 @@ def _to_tensor(name, value, device):
         tensor = value.detach()
         return tensor.to(device) if device is not None else tensor
     array = np.asarray(value)
-    if array.dtype.kind in "OSU":  # strings stay numpy objects, as Caffe2 keeps std::string blobs
-        return array
+    if array.dtype.kind in "OSU":  # Caffe2 keeps std::string tensors: FetchBlob gives bytes
+        flat = [v.encode("utf-8") if isinstance(v, str) else v for v in array.reshape(-1).tolist()]
+        strings = np.empty(len(flat), dtype=object)
+        strings[:] = flat
+        return strings.reshape(array.shape)
     try:
         tensor = torch.from_numpy(np.array(array, copy=True, order="C"))
     except TypeError as e:
@@ -433,11 +436,14 @@ class Predictor:
         if isinstance(inputs, dict):
             feeds = inputs
         else:
+            # as Caffe2's Predictor: the i-th array feeds external_input[i], whether or not the
+            # init net filled it (mobile_exporter puts the inputs first, with placeholders)
             inputs = list(inputs)
-            if len(inputs) != len(self._inputs):
-                raise Caffe2Error("Predictor.run: the predict net %r takes %d input(s) %s, got %d"
-                                  % (self._predict.name, len(self._inputs), self._inputs, len(inputs)))
-            feeds = dict(zip(self._inputs, inputs))
+            names = list(self._predict.external_input)
+            if len(inputs) > len(names):
+                raise Caffe2Error("Predictor.run: the predict net %r has %d external input(s) %s, "
+                                  "got %d arrays" % (self._predict.name, len(names), names[:5], len(inputs)))
+            feeds = dict(zip(names, inputs))
         for name, value in feeds.items():
             self._store.blobs[str(name)] = _to_tensor(name, value, None)
         if self._net is None:

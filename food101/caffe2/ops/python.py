@@ -185,3 +185,17 @@ def python_op(*inputs, token="", pass_workspace=0, grad_output_indices=(), grad_
             list(grad_output_indices), list(grad_input_indices))
     result = _PythonFunction.apply(spec, *inputs)
     return result if isinstance(result, tuple) else (result,)
+
+
+@operator("PythonGradient", grad_inputs=(), context=True, prepare=_resolve)
+def python_gradient_op(*blobs, token="", pass_workspace=0, grad_output_indices=(),
+                       grad_input_indices=(), pickled_builder=b"", pickled_grad_builder=b"",
+                       impl=None, ctx):
+    """Caffe2's per-op gradient of the Python op (core.GradientRegistry nets): grad_f on
+    [inputs, outputs, chosen output gradients] -> the chosen input gradients."""
+    f, grad_f, with_workspace = impl
+    if grad_f is None:
+        raise Caffe2Error("PythonGradient: the Python op %r was registered without grad_f" % token)
+    extra = (WorkspaceView(ctx.workspace),) if with_workspace else ()
+    arrays = _call(grad_f, blobs, ctx.num_outputs, extra, "%r (grad_f)" % token)
+    return tuple(_to_torch(a, ctx.device) for a in arrays)

@@ -39,7 +39,7 @@ def add_tensor(net, name, blob):
         values = [blob.tobytes()]   # one byte string, as Caffe2 stores uint8 tensors
     if blob.dtype == np.dtype("O"):
         for value in blob.reshape(-1):
-            if not isinstance(value, bytes):
+            if not isinstance(value, (bytes, str)):
                 raise TypeError("mobile_exporter: string blob %r holds a %s, not bytes"
                                 % (name, type(value).__name__))
     op = core.CreateOperator(_FILL_OF_DTYPE[blob.dtype], [], [name],
