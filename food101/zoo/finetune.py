@@ -23,12 +23,12 @@ import hashlib
 import numpy as np
 
 from food101.caffe2.errors import closest
+from food101.data.augment import BGR_MEAN
 from food101.caffe2.utils import ArgsToDict, set_arg
 from food101.zoo import _nets
 from food101.zoo.model import ZooError, find_classifier
 from food101.zoo.surgery import replace_classifier
 
-DEFAULT_MEAN_BGR = (104.0, 117.0, 123.0)
 INPUT_KINDS = ("uint8", "float")
 
 
@@ -53,7 +53,7 @@ class FinetuneInfo:
 
 
 def build_finetune_model(zoo_model, num_classes=None, is_test=False, name=None, input_kind="uint8",
-                         mean=DEFAULT_MEAN_BGR, freeze_up_to=None, unfreeze_from=None, lr_mult=None,
+                         mean=BGR_MEAN, freeze_up_to=None, unfreeze_from=None, lr_mult=None,
                          train_dropout=True, weight_init="msra", class_names=None, with_loss=True,
                          top5=True, add_gradients=True, param_model=None):
     """A ModelHelper holding the zoo model with a new `num_classes`-way classifier.

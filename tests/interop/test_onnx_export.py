@@ -1,4 +1,4 @@
-"""food101.interop.export.to_onnx: checked with onnx.checker, reproduced by onnx.reference within 1e-4."""
+"""food101.interop.onnx_export.to_onnx: checked with onnx.checker, reproduced by onnx.reference within 1e-4."""
 import importlib.util
 import os
 
@@ -10,7 +10,7 @@ from tests.support.export_helpers import ZOO, fine_tuned, run_deploy  # noqa: E4
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from food101 import zoo
-from food101.interop import export
+from food101.interop import onnx_export as export  # noqa: E402
 from food101.interop.onnx_import import from_onnx  # noqa: E402
 from food101.caffe2.proto import caffe2_pb2  # noqa: E402
 from food101.caffe2.utils import given_fill, make_op

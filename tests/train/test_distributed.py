@@ -123,7 +123,7 @@ def test_a_dead_rank_fails_the_job_with_a_clear_message(job):
 
 
 def test_resume_from_the_last_checkpoint_completes(job, tmp_path):
-    from food101.train.checkpoint import latest_checkpoint
+    from food101.checkpoint import latest_checkpoint
     last = latest_checkpoint(str(job.out))
     assert last.endswith("snap_iter_2.ckpt")
     results, _ = launch("resume", tmp_path, "--checkpoint", last, "--steps", str(STEPS + 1))
@@ -315,7 +315,7 @@ def test_train_py_distributed_equals_one_process_and_resumes_exactly(tmp_path):
     from food101.data.writer import build_lmdb
     from food101.train import config as C
     from food101.train import fine_tune
-    from food101.train.checkpoint import load_checkpoint
+    from food101.checkpoint import load_checkpoint
     dataset = make_demo_dataset(str(tmp_path / "food"), train_per_class=16, test_per_class=1,
                                 max_side=64, seed=0)
     lmdb = str(tmp_path / "train_lmdb")

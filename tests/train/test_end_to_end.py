@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from food101.train import checkpoint as ckpt
+from food101 import checkpoint as ckpt
 from food101.train import config as C
 from food101.train import fine_tune, schedule
 from food101.caffe2.utils import ArgsToDict
@@ -230,7 +230,8 @@ def test_train_tool_print_config(capsys, tmp_path):
 
 def test_lr_multipliers_give_their_own_learning_rate_ops(demo):
     from food101.caffe2 import core
-    from food101.train.loop import build_training_nets, own_workspace
+    from food101.train.loop import own_workspace
+    from food101.train.nets import build_training_nets
     cfg = demo_config(demo, demo["root"] / "mult", **{"model.backbone_lr_mult": 0.25,
                                                        "model.unfreeze_from": "fire9"})
     with own_workspace():
