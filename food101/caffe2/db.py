@@ -11,21 +11,22 @@ minidb, byte for byte as Caffe2 writes it (caffe2/db/... MiniDB): a flat sequenc
 
     int32 key_length | int32 value_length | key bytes | value bytes      (little endian)
 
-with no header and no index, in the order they were put. Writing goes to a temporary file
-that replaces the destination when the DB is closed, so an interrupted Save never leaves a
-half-written model (Caffe2 wrote in place). A truncated or foreign file is an error naming the
+with no header and no index, in the order they were put. Writing goes through
+`food101.fileio.atomic_write`: the file replaces the destination when the DB is closed, so an
+interrupted Save never leaves a half-written model (Caffe2 wrote in place). A truncated or foreign file is an error naming the
 file and the byte offset.
 
 `DBReader` is what `CreateDB` puts in the workspace: a cursor over one DB that walks the records
 in order and wraps around at the end (Caffe2's DBReader), with `num_shards`/`shard_id` taking
 every num_shards-th record.
 """
+import contextlib
 import os
 import shutil
 import struct
-import tempfile
 
 from food101.caffe2.errors import Caffe2Error
+from food101.fileio import atomic_write
 
 READ, WRITE, NEW = "r", "w", "n"    # caffe2::db::Mode
 DB_TYPES = ("minidb", "lmdb")
@@ -68,13 +69,13 @@ class MiniDB:
 
     def __init__(self, path, mode):
         self.path, self.mode = path, mode
-        self._out = self._tmp = None
+        self._out = self._writing = None
         if mode != READ:
             folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                                             suffix=".tmp", dir=folder)
-            self._out = os.fdopen(fd, "wb")
+            if not os.path.isdir(folder):
+                raise DBError("minidb %r cannot be written: folder %r does not exist" % (path, folder))
+            self._writing = contextlib.ExitStack()
+            self._out = self._writing.enter_context(atomic_write(path, "wb"))
 
     def new_cursor(self):
         if self.mode != READ:
@@ -94,13 +95,10 @@ class MiniDB:
         self._out.write(value)
 
     def close(self):
-        if self._out is not None:
-            out, self._out = self._out, None
-            out.flush()
-            os.fsync(out.fileno())
-            out.close()
-            os.chmod(self._tmp, 0o666 & ~_umask())   # mkstemp made it private
-            os.replace(self._tmp, self.path)
+        """Finish the file: it replaces `path` now (fileio.atomic_write)."""
+        if self._writing is not None:
+            writing, self._writing, self._out = self._writing, None, None
+            writing.close()
 
     def __del__(self):
         # Caffe2 tutorials write a DB and just `del db`: what was put must reach the file
@@ -111,10 +109,9 @@ class MiniDB:
 
     def abort(self):
         """Drop what was written (the destination stays as it was)."""
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-            os.unlink(self._tmp)
+        if self._writing is not None:
+            writing, self._writing, self._out = self._writing, None, None
+            writing.__exit__(DBError, DBError("aborted"), None)
 
     def __enter__(self):
         return self
@@ -269,12 +266,6 @@ class LMDBCursor:
     key = MiniDBCursor.key
     value = MiniDBCursor.value
     __len__ = MiniDBCursor.__len__
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _as_bytes(value):
