@@ -20,6 +20,7 @@ setup(
         "tqdm",
         "matplotlib",
         "pyyaml",
+        "pydot",  # caffe2.net_drawer (rendering also needs Graphviz's `dot` program)
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
                             "six", "future", "scipy"]},  # six, future, scipy: Caffe2's own tests (make conformance)

@@ -13,7 +13,7 @@ import os
 import time
 
 from food101 import data, inference, train, zoo
-from food101.interop import export
+from food101.interop import onnx_export
 
 STANDIN_NOTICE = (
     "NOTE: the weights are the seeded STAND-IN for the Model Zoo SqueezeNet (same topology and "
@@ -87,7 +87,7 @@ def run_demo(workdir="demo_run", gpu=None, max_iter=None, log=print):
     deploy_dir = result["deploy_dir"]
     onnx_path = os.path.join(workdir, "squeezenet_food101_demo.onnx")
     deployed = zoo.load(deploy_dir)
-    export.to_onnx(deployed, onnx_path, weights=deployed.weights())
+    onnx_export.to_onnx(deployed, onnx_path, weights=deployed.weights())
     images = _held_out_images(root, per_class=1)
     predictions = inference.predict(deploy_dir, images)
     result.update(onnx_path=onnx_path, predictions=predictions, images=images,

@@ -32,6 +32,8 @@ IN_SCOPE = [
     "core_test.py", "brew_test.py", "model_helper_test.py", "workspace_test.py",
     "optimizer_test.py", "gradient_check_test.py", "hypothesis_test.py",
     "data_parallel_model_test.py",
+    "python_op_test.py", "db_test.py", "predictor/predictor_exporter_test.py",
+    "predictor/mobile_exporter_test.py",
 ] + ["operator_test/%s_test.py" % name for name in [
     "conv", "pooling", "spatial_bn_op", "fc_operator", "activation_ops", "softmax_ops",
     "concat_split_op", "elementwise_ops", "elementwise_op_broadcast", "learning_rate_op",

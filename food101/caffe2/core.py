@@ -21,12 +21,14 @@ import copy
 from collections import namedtuple
 
 import numpy as np
-from google.protobuf.message import Message
 
 from food101.caffe2 import gradient_defs, scope
 from food101.caffe2.errors import UnknownOperatorError
+from food101.caffe2.executor import add_gradient_ops
 from food101.caffe2.ops import registry
+from food101.caffe2.python_functions import python_op_arguments, register_python_op
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import MakeArgument, as_netdef, make_op  # noqa: F401 (MakeArgument: core's public name)
 
 DataType = caffe2_pb2.TensorProto
 NameScope = scope.NameScope
@@ -205,91 +207,38 @@ def _RectifyInputOutput(blobs, net=None):
                     % (blobs, type(blobs).__name__))
 
 
-def _scalar(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def MakeArgument(key, value):
-    """A caffe2_pb2.Argument from a Python value, by the rules of Caffe2's utils.MakeArgument:
-    float -> f, int/bool -> i, str/bytes -> s, NetDef -> n, other protobuf -> s (serialized),
-    and lists of those -> floats / ints / strings / nets."""
-    argument = caffe2_pb2.Argument()
-    argument.name = key
-    if isinstance(value, np.ndarray):
-        if value.dtype == np.float32:
-            argument.floats.extend(value.flatten().tolist())
-            return argument
-        value = value.flatten().tolist()
-    value = _scalar(value)
-    if isinstance(value, Net):
-        value = value.Proto()
-    if isinstance(value, float):
-        argument.f = value
-    elif isinstance(value, (bool, int)):
-        argument.i = int(value)
-    elif isinstance(value, bytes):
-        argument.s = value
-    elif isinstance(value, str):
-        argument.s = value.encode("utf-8")
-    elif isinstance(value, caffe2_pb2.NetDef):
-        argument.n.CopyFrom(value)
-    elif isinstance(value, Message):
-        argument.s = value.SerializeToString()
-    elif hasattr(value, "__iter__"):
-        items = [v.Proto() if isinstance(v, Net) else _scalar(v) for v in value]
-        if all(isinstance(v, (bool, int)) for v in items):
-            argument.ints.extend(int(v) for v in items)
-        elif all(isinstance(v, (float, int)) and not isinstance(v, bool) for v in items):
-            argument.floats.extend(float(v) for v in items)
-        elif all(isinstance(v, (str, bytes)) for v in items):
-            argument.strings.extend(v.encode("utf-8") if isinstance(v, str) else v for v in items)
-        elif all(isinstance(v, caffe2_pb2.NetDef) for v in items):
-            argument.nets.extend(items)
-        elif all(isinstance(v, Message) for v in items):
-            argument.strings.extend(v.SerializeToString() for v in items)
-        else:
-            raise ValueError("argument %r: cannot store a list mixing %s"
-                             % (key, sorted({type(v).__name__ for v in items})))
-    else:
-        raise ValueError("argument %r: cannot store %r of type %s"
-                         % (key, value, type(value).__name__))
-    return argument
+def CreatePythonOperator(f, inputs, outputs, grad_f=None, pass_workspace=False,
+                         python_func_type=None, *args, **kwargs):
+    """An OperatorDef of the Python op running `f` (see ops/python.py)."""
+    kwargs["token"] = register_python_op(f, grad_f, python_func_type, pass_workspace=pass_workspace)
+    return CreateOperator("Python", inputs, outputs, *args, **kwargs)
 
 
 def CreateOperator(operator_type, inputs, outputs, name="", control_input=None,
                    device_option=None, arg=None, engine=None, debug_info=None, **kwargs):
-    """One caffe2_pb2.OperatorDef; the device is `device_option`, else the current DeviceScope.
+    """One caffe2_pb2.OperatorDef (utils.make_op) with NameScope'd blob names; the device is
+    `device_option`, else the current DeviceScope.
 
     Keyword arguments whose value is None are left out (the op's default applies)."""
-    operator = caffe2_pb2.OperatorDef()
-    operator.type = operator_type
-    operator.name = name
-    operator.input.extend(str(i) for i in _RectifyInputOutput(inputs))
-    operator.output.extend(str(o) for o in _RectifyInputOutput(outputs))
+    random_seed = kwargs.pop("random_seed", None)  # lives in the device option, not the args
+    operator = make_op(operator_type, _RectifyInputOutput(inputs), _RectifyInputOutput(outputs),
+                       name=name, device_option=device_option if device_option is not None
+                       else scope.CurrentDeviceScope(), arg=arg or (), **kwargs)
     if control_input:
         operator.control_input.extend(str(i) for i in _RectifyInputOutput(control_input))
-    if device_option is not None:
-        operator.device_option.CopyFrom(device_option)
-    elif scope.CurrentDeviceScope() is not None:
-        operator.device_option.CopyFrom(scope.CurrentDeviceScope())
     if engine is not None:
         operator.engine = engine
     if debug_info is not None:
         operator.debug_info = debug_info
-    if "random_seed" in kwargs:  # lives in the device option, not in the arguments
-        operator.device_option.random_seed = kwargs.pop("random_seed")
-    if arg is not None:
-        operator.arg.extend(arg)
-    for key, value in kwargs.items():
-        if value is not None:
-            operator.arg.add().CopyFrom(MakeArgument(key, value))
+    if random_seed is not None:
+        operator.device_option.random_seed = random_seed
     return operator
 
 
 def InferBlobDevices(net):
     """{blob: DeviceOption of the op that writes it} for every op output in `net`."""
     mapping = {}
-    for op in _as_netdef(net).op:
+    for op in as_netdef(net).op:
         for blob in op.output:
             mapping[blob] = op.device_option
     return mapping
@@ -298,10 +247,6 @@ def InferBlobDevices(net):
 def InferOpBlobDevicesAsDict(op):
     """({input: device}, {output: device}): every blob of a CPU/CUDA op lives on the op's device."""
     return ({b: op.device_option for b in op.input}, {b: op.device_option for b in op.output})
-
-
-def _as_netdef(net):
-    return net.Proto() if isinstance(net, Net) else net
 
 
 def _get_blob_ref(name_or_ref):
@@ -506,7 +451,7 @@ class Net:
 
     def AppendNet(self, net, device_option=None):
         """Append the ops of `net` (a Net or NetDef) and merge its external inputs/outputs."""
-        other = _as_netdef(net)
+        other = as_netdef(net)
         if self._recreate_lookup_tables:
             self._RecreateLookupTables()
         for name in other.external_input:
@@ -640,23 +585,13 @@ class Net:
         skip: the first `skip` ops get no gradients (data preparation).
         Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included.
         """
-        from food101.caffe2.executor import add_gradient_ops
         if isinstance(ys, (str, bytes, BlobReference)):
             ys = [ys]
         if isinstance(ys, dict):
-            seeds = {}
-            fills = []
-            for y, g in ys.items():
-                if g is None:
-                    g = str(y) + "_autogen_grad"
-                    fill = CreateOperator("ConstantFill", [y], [g], value=1.0)
-                    fill.is_gradient_op = True
-                    fills.append(fill)
-                seeds[str(y)] = str(g)
-            self._ExtendOps(fills)
-            request = seeds
+            request = {str(y): None if g is None else str(g) for y, g in ys.items()}
         else:
             request = [str(y) for y in ys]
+        device = scope.CurrentDeviceScope()
         if skip:
             # build the gradient ops over the ops after `skip` only, then append them here
             view = caffe2_pb2.NetDef()
@@ -664,13 +599,23 @@ class Net:
             del view.op[:]
             view.op.extend(self._net.op[skip:])
             before = len(view.op)
-            grad_map = add_gradient_ops(view, request)
+            grad_map = add_gradient_ops(view, request, device)
             self._ExtendOps(list(view.op[before:]))
         else:
             before = len(self._net.op)
-            grad_map = add_gradient_ops(self._net, request)
+            grad_map = add_gradient_ops(self._net, request, device)
             self._op_outputs.update(o for op in self._net.op[before:] for o in op.output)
         return {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
+
+    def Python(self, f, grad_f=None, python_func_type=None, pass_workspace=False,
+               grad_output_indices=None, grad_input_indices=None):
+        """A Python function as an op: `net.Python(f, grad_f)(inputs, outputs)` (ops/python.py).
+        f / grad_f: functions (inputs, outputs[, workspace]) or (builder, args, kwargs) tuples."""
+        core_kwargs = python_op_arguments(f, grad_f, python_func_type, pass_workspace)
+        core_kwargs["grad_output_indices"] = grad_output_indices or []
+        core_kwargs["grad_input_indices"] = grad_input_indices or []
+        return lambda *args, **kwargs: self._CreateAndAddToSelf(
+            "Python", *args, **dict(kwargs, **core_kwargs))
 
     # -- op creation ----------------------------------------------------------------------------
     def _CreateAndAddToSelf(self, op_type, inputs, outputs=None, **kwargs):

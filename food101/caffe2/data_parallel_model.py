@@ -52,13 +52,16 @@ num_threads_per_device, barrier_net_timeout_sec) are accepted and have nothing t
 """
 import logging
 import os
+import sys
 
 import torch
 
 from food101.caffe2 import core, scope, workspace
 from food101.caffe2.ops.collective import CollectiveError, all_reduce_tensors, barrier, broadcast_tensors
-from food101.caffe2.ops.registry import argument_value
+from food101.caffe2.executor import AUTOGRAD_OP
+from food101.caffe2.ops.learning_rate import scale_base_lr
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict, MakeArgument, as_netdef
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +87,31 @@ def _process_group():
     return 0, 1
 
 
+def _join_torchrun_job(cpu_device):
+    """Under torchrun (WORLD_SIZE > 1 in the environment) with no process group yet, join the
+    job, so a Caffe2 script runs unchanged (food101.train does this in init_distributed)."""
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not dist.is_available() \
+            or dist.is_initialized():
+        return
+    if not cpu_device:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
+            raise RuntimeError("Parallelize_GPU under torchrun: LOCAL_RANK=%d needs CUDA device %d, "
+                               "this node has %d; use Parallelize_CPU or fewer processes"
+                               % (local_rank, local_rank, torch.cuda.device_count()
+                                  if torch.cuda.is_available() else 0))
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="gloo" if cpu_device else "cpu:gloo,cuda:nccl")
+    log.info("Parallelize: joined the torchrun job as rank %d of %d", dist.get_rank(),
+             dist.get_world_size())
+
+
 def _local_rank():
     return int(os.environ.get("LOCAL_RANK", "0") or 0), int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
 
 
-def _this_process_device(devices, world_size):
+def _this_process_device(devices, world_size, prefix="gpu"):
     """The one device id this process drives (see the module docstring)."""
     local_rank, local_world = _local_rank()
     if devices is None:
@@ -100,13 +123,17 @@ def _this_process_device(devices, world_size):
         return devices[0]
     if world_size > 1 and len(devices) == local_world:
         return devices[local_rank]
+    script = " ".join([os.path.basename(sys.argv[0]) or "your_script.py"] + sys.argv[1:])
     raise ValueError(
         "Parallelize: devices=%s asks for %d devices in this process, but food101 runs one process "
-        "per device (this process is %s). Launch `torchrun --nproc_per_node %d ...` and pass "
-        "devices=%s (each process takes devices[LOCAL_RANK]) or leave devices out"
+        "per device (this process is %s). Run the same script, unchanged, as: "
+        "torchrun --nproc_per_node %d --standalone %s -- each process joins the job by itself, "
+        "builds its replica on devices[LOCAL_RANK] under %s_<device>/ and all-reduces the "
+        "gradients, so the replicas train as Caffe2's did in one process; each process holds "
+        "its own device's blobs (read %s_<LOCAL_RANK>/... where the script read another device's)"
         % (devices, len(devices), "rank %d of %d, %d on this node" % (
             _process_group()[0], world_size, local_world) if world_size > 1 else
-           "alone: torch.distributed is not initialised", len(devices), devices))
+           "alone: not started by torchrun", len(devices), script, prefix, prefix))
 
 
 def Parallelize(model_helper_obj, input_builder_fun, forward_pass_builder_fun,
@@ -151,6 +178,7 @@ def Parallelize(model_helper_obj, input_builder_fun, forward_pass_builder_fun,
     if model.params:
         raise ValueError("Parallelize: the model must be empty (it has params %s); build it "
                          "inside forward_pass_builder_fun" % [str(p) for p in model.params[:5]])
+    _join_torchrun_job(cpu_device)
     rank, world_size = _process_group()
     if rendezvous is not None:
         shards = int(rendezvous.get("num_shards", 1) or 1)
@@ -162,9 +190,9 @@ def Parallelize(model_helper_obj, input_builder_fun, forward_pass_builder_fun,
     if sync_mode not in BN_STATS_MODES:
         raise ValueError("computed_params_sync must be one of %s, got %r"
                          % (", ".join(BN_STATS_MODES), sync_mode))
-    device = _this_process_device(devices, world_size)
-    device_type = caffe2_pb2.CPU if cpu_device else caffe2_pb2.CUDA
     prefix = "cpu" if cpu_device else "gpu"
+    device = _this_process_device(devices, world_size, prefix)
+    device_type = caffe2_pb2.CPU if cpu_device else caffe2_pb2.CUDA
     device_option = core.DeviceOption(device_type, device)
     scope_name = "%s_%d" % (prefix, device)
     log.info("Parallelize: rank %d of %d builds its replica on %s (%s/)", rank, world_size,
@@ -332,11 +360,7 @@ def AllreduceBlobs(names, average=False, bucket_cap_mb=25.0):
 
 def scale_learning_rate_ops(net, factor):
     """Multiply the base_lr of every LearningRate op in `net` by `factor` (in place)."""
-    for op in _proto(net).op:
-        if op.type == "LearningRate":
-            for arg in op.arg:
-                if arg.name == "base_lr":
-                    arg.f = arg.f * factor
+    scale_base_lr(as_netdef(net), factor)
     return net
 
 
@@ -351,10 +375,10 @@ def add_lr_warmup(net, warmup_iters, start_multiplier):
     update 1 -> 0.0107, 100 -> 0.08, 1500 -> 0.008."""
     if warmup_iters <= 0:
         return net
-    for op in _proto(net).op:
+    for op in as_netdef(net).op:
         if op.type != "LearningRate":
             continue
-        args = {a.name: argument_value(a) for a in op.arg}
+        args = ArgsToDict(op.arg)
         policy = args.pop("policy", "fixed")
         keep = {k: args.pop(k) for k in ("base_lr",) if k in args}
         rest_huge = 2 ** 31 - 1
@@ -377,28 +401,19 @@ def add_lr_warmup(net, warmup_iters, start_multiplier):
                      "sub_policy_0_num_iter": int(warmup_iters)})
         del op.arg[:]
         keep.update(policy="composite", sub_policy_num_iters=counts, **subs)
-        op.arg.extend(core.MakeArgument(k, v) for k, v in keep.items())
+        op.arg.extend(MakeArgument(k, v) for k, v in keep.items())
     return net
 
 
 # ------------------------------------------------------------------------------ net surgery
 # (core.Nets or NetDefs, changed in place; food101.train.distributed uses them on its nets)
-def _op(op_type, inputs, outputs, device_option=None, **args):
-    return core.CreateOperator(op_type, inputs, outputs, device_option=device_option, **args)
-
-
 def _cpu():
     return core.DeviceOption(caffe2_pb2.CPU)
 
 
-def _proto(net):
-    """The NetDef of a core.Net or a NetDef."""
-    return net.Proto() if hasattr(net, "Proto") else net
-
-
 def _extend(net, ops, position=None):
     """Add ops to a core.Net (keeping its blob lookup tables right) or a NetDef."""
-    netdef = _proto(net)
+    netdef = as_netdef(net)
     if position is None:
         netdef.op.extend(ops)
     else:
@@ -417,8 +432,9 @@ def _world_and(comm_world, blobs):
 
 def add_common_world(init_net, comm_world=COMM_WORLD):
     """Append CreateCommonWorld (the default process group) to an init net, once."""
-    if not any(comm_world in op.output for op in _proto(init_net).op):
-        _extend(init_net, [_op("CreateCommonWorld", [], [comm_world], _cpu())])
+    if not any(comm_world in op.output for op in as_netdef(init_net).op):
+        _extend(init_net, [core.CreateOperator("CreateCommonWorld", [], [comm_world],
+                                                device_option=_cpu())])
     return comm_world
 
 
@@ -429,7 +445,8 @@ def add_param_broadcast(init_net, blobs, comm_world=COMM_WORLD, root=0):
     if blobs:
         if comm_world:
             add_common_world(init_net, comm_world)
-        _extend(init_net, [_op("Broadcast", _world_and(comm_world, blobs), blobs, root=root)])
+        _extend(init_net, [core.CreateOperator("Broadcast", _world_and(comm_world, blobs), blobs,
+                                               root=root)])
     return init_net
 
 
@@ -437,15 +454,14 @@ def gradient_allreduce_op(grads, comm_world=COMM_WORLD, average=True, bucket_cap
     """The Allreduce OperatorDef over `grads` (reverse order: the last layers' gradients, first
     ready in a backward pass, go first, as Caffe2 ordered them)."""
     grads = [str(g) for g in reversed(list(grads))]
-    return _op("Allreduce", _world_and(comm_world, grads), grads, average=int(bool(average)),
-               bucket_cap_mb=float(bucket_cap_mb))
+    return core.CreateOperator("Allreduce", _world_and(comm_world, grads), grads,
+                               average=int(bool(average)), bucket_cap_mb=float(bucket_cap_mb))
 
 
 def insert_gradient_allreduce(net, grads, position=None, **kwargs):
     """Insert the gradient Allreduce into `netdef` (in place): after its AutogradGradient op, or
     at `position` (0 for an update net split off after it). Returns the op's index."""
-    from food101.caffe2.executor import AUTOGRAD_OP
-    netdef = _proto(net)
+    netdef = as_netdef(net)
     if position is None:
         position = next((i + 1 for i, op in enumerate(netdef.op) if op.type == AUTOGRAD_OP), None)
         if position is None:
@@ -463,18 +479,19 @@ def add_computed_param_sync(net, blobs, mode, comm_world=COMM_WORLD):
     if not blobs or mode == "local":
         return net
     if mode == "average":
-        _extend(net, [_op("Allreduce", _world_and(comm_world, blobs), blobs, average=1)])
+        op = core.CreateOperator("Allreduce", _world_and(comm_world, blobs), blobs, average=1)
     else:
-        _extend(net, [_op("Broadcast", _world_and(comm_world, blobs), blobs, root=0)])
+        op = core.CreateOperator("Broadcast", _world_and(comm_world, blobs), blobs, root=0)
+    _extend(net, [op])
     return net
 
 
 def trained_bn_statistics(net):
     """Running mean/var blobs of the SpatialBN ops of `net` that run in training mode."""
     stats = []
-    for op in _proto(net).op:
+    for op in as_netdef(net).op:
         if op.type == "SpatialBN" and len(op.input) >= 5:
-            args = {a.name: argument_value(a) for a in op.arg}
+            args = ArgsToDict(op.arg)
             if not args.get("is_test", 0):
                 stats += [b for b in op.input[3:5] if b not in stats]
     return stats

@@ -24,10 +24,9 @@ what Caffe2's in-place gradient chain leaves in that blob.
 import torch
 
 from food101.caffe2 import errors
-from food101.caffe2.core import MakeArgument
-from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.errors import Caffe2Error, MissingBlobError, OperatorError, closest
-from food101.caffe2.ops.registry import argument_value, lookup, operator, parse_arguments
+from food101.caffe2.ops.registry import lookup, operator, parse_arguments
+from food101.caffe2.utils import ArgsToDict, make_op
 
 AUTOGRAD_OP = "AutogradGradient"
 CPU, CUDA = 0, 1
@@ -44,18 +43,18 @@ def grad_name(blob):
     return blob + "_grad"
 
 
-def add_gradient_ops(netdef, ys):
+def add_gradient_ops(netdef, ys, device_option=None):
     """Append loss-gradient fills and one AutogradGradient op to `netdef`.
 
-    ys: a list of loss blob names (each seeded with 1.0) or a dict {loss: fed gradient blob}.
+    ys: a list of loss blob names, or a dict {loss: fed gradient blob, or None}. A loss without
+    a fed gradient is seeded with 1.0 by a ConstantFill (`<loss>_autogen_grad`, on
+    `device_option`), as Caffe2 does.
     Returns {blob: gradient blob} for every blob that receives a gradient, losses included.
     """
-    if isinstance(ys, dict):
-        seeds = {str(y): str(g) for y, g in ys.items()}
-        fills = []
-    else:
-        seeds = {str(y): str(y) + "_autogen_grad" for y in ys}
-        fills = [_make_op("ConstantFill", [y], [g], value=1.0) for y, g in seeds.items()]
+    given = {str(y): g for y, g in ys.items()} if isinstance(ys, dict) else dict.fromkeys(map(str, ys))
+    seeds = {y: str(y) + "_autogen_grad" if g is None else str(g) for y, g in given.items()}
+    fills = [make_op("ConstantFill", [y], [seeds[y]], device_option=device_option, value=1.0)
+             for y, g in given.items() if g is None]
     needed = set(seeds)
     ever_needed = []
     for op in reversed(netdef.op):
@@ -70,8 +69,8 @@ def add_gradient_ops(netdef, ys):
                 needed.add(name)
                 ever_needed.append(name)
     wrt = [b for b in _forward_order(netdef, ever_needed) if b not in seeds]
-    grad_op = _make_op(AUTOGRAD_OP, list(seeds) + list(seeds.values()), [grad_name(b) for b in wrt],
-                       wrt=wrt, num_losses=len(seeds))
+    grad_op = make_op(AUTOGRAD_OP, list(seeds) + list(seeds.values()), [grad_name(b) for b in wrt],
+                      wrt=wrt, num_losses=len(seeds))
     grad_op.is_gradient_op = True
     for op in fills:
         op.is_gradient_op = True
@@ -81,18 +80,6 @@ def add_gradient_ops(netdef, ys):
     return grad_map
 
 
-def external_reads(netdef):
-    """Blobs `netdef` reads before (or without) writing them, in first-use order: its params,
-    fed inputs and state."""
-    produced, reads = set(), []
-    for op in netdef.op:
-        for name in op.input:
-            if name not in produced and name not in reads:
-                reads.append(name)
-        produced.update(op.output)
-    return reads
-
-
 def _forward_order(netdef, names):
     """`names` ordered by first appearance in the net, for readable gradient op outputs."""
     rank = {}
@@ -100,13 +87,6 @@ def _forward_order(netdef, names):
         for n in list(op.input) + list(op.output):
             rank.setdefault(n, len(rank))
     return sorted(set(names), key=lambda n: rank.get(n, len(rank)))
-
-
-def _make_op(op_type, inputs, outputs, **args):
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    for key, value in args.items():
-        op.arg.append(MakeArgument(key, value))
-    return op
 
 
 def resolve_device(device_option, where):
@@ -196,7 +176,7 @@ class PreparedNet:
             self.steps.append(step)
 
     def _prepare_backward(self, op, index):
-        args = {a.name: argument_value(a) for a in op.arg}
+        args = ArgsToDict(op.arg)
         num_losses = args.get("num_losses", 1)
         wrt = list(args.get("wrt", []))
         losses, seeds = list(op.input[:num_losses]), list(op.input[num_losses:])
@@ -324,5 +304,5 @@ def _missing_message(where, name, blobs):
         if blobs else "")
 
 
-__all__ = ["PreparedNet", "add_gradient_ops", "external_reads", "resolve_device", "OpContext",
+__all__ = ["PreparedNet", "add_gradient_ops", "resolve_device", "OpContext",
            "errors"]

@@ -102,8 +102,20 @@ def _pow(op):
     return None  # the generic gradient
 
 
+def _python(op):
+    """PythonGradient: (inputs, outputs, grads of the chosen outputs) -> chosen input grads."""
+    args = {a.name: list(a.ints) for a in op.arg if a.name in ("grad_output_indices",
+                                                               "grad_input_indices")}
+    outs = args.get("grad_output_indices") or range(len(op.output))
+    ins = args.get("grad_input_indices") or range(len(op.input))
+    inputs = ["I%d" % i for i in range(len(op.input))] + ["O%d" % i for i in range(len(op.output))]
+    return [("PythonGradient", inputs + ["GO%d" % i for i in outs], ["GI%d" % i for i in ins],
+             True, {})]
+
+
 # Caffe2's gradient makers (torch 1.4.0), by forward op type.
 MAKERS = {
+    "Python": _python,
     "Relu": _unary_y("ReluGradient"), "Sigmoid": _unary_y("SigmoidGradient"),
     "Tanh": _unary_y("TanhGradient"), "Elu": _unary_y("EluGradient"),
     "LeakyRelu": _unary_y("LeakyReluGradient"), "ReluN": _unary_y("ReluNGradient"),

@@ -18,6 +18,7 @@ from food101.caffe2.errors import Caffe2Error, MissingBlobError, closest
 from food101.caffe2.compiled import CompiledNet, CompileOptions, is_compiled_type
 from food101.caffe2.executor import PreparedNet, resolve_device
 from food101.caffe2.core import GlobalInit as core_global_init
+from food101.caffe2.utils import as_netdef
 
 DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless a seed is given
 
@@ -25,6 +26,7 @@ DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless 
 class Workspace:
     def __init__(self, name):
         self.name = name
+        self.root_folder = "."   # where Save/Load/Checkpoint put relative db paths
         self.blobs = {}
         self.nets = {}
         self._generators = {}
@@ -88,6 +90,8 @@ def SwitchWorkspace(name, create_if_missing=False):
 
 def ResetWorkspace(root_folder=None):
     _current.reset()
+    if root_folder is not None:
+        _current.root_folder = str(root_folder)
     return True
 
 
@@ -102,17 +106,18 @@ def seed(value):
     _current.seed(int(value))
 
 
-def _as_netdef(net):
-    return net.Proto() if hasattr(net, "Proto") else net
-
-
 def _to_tensor(name, value, device):
+    if isinstance(value, (bytes, str)):  # a std::string blob (e.g. a serialized MetaNetDef)
+        return value.encode("utf-8") if isinstance(value, str) else value
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
         return tensor.to(device) if device is not None else tensor
     array = np.asarray(value)
-    if array.dtype.kind in "OSU":  # strings stay numpy objects, as Caffe2 keeps std::string blobs
-        return array
+    if array.dtype.kind in "OSU":  # Caffe2 keeps std::string tensors: FetchBlob gives bytes
+        flat = [v.encode("utf-8") if isinstance(v, str) else v for v in array.reshape(-1).tolist()]
+        strings = np.empty(len(flat), dtype=object)
+        strings[:] = flat
+        return strings.reshape(array.shape)
     try:
         tensor = torch.from_numpy(np.array(array, copy=True, order="C"))
     except TypeError as e:
@@ -180,7 +185,7 @@ def CreateNet(net, overwrite=False, input_blobs=None, compile=None):
 
     compile: None (eager, unless NetDef.type is "compiled"), True, or a
     `compiled.CompileOptions` to run the net as torch.compile'd graphs."""
-    netdef = _as_netdef(net)
+    netdef = as_netdef(net)
     for name in input_blobs or ():
         _current.blobs.setdefault(str(name), torch.empty(0))
     if netdef.name in _current.nets and not overwrite:
@@ -202,7 +207,7 @@ def CreateNet(net, overwrite=False, input_blobs=None, compile=None):
 
 
 def _prepared(name_or_net):
-    name = name_or_net if isinstance(name_or_net, str) else _as_netdef(name_or_net).name
+    name = name_or_net if isinstance(name_or_net, str) else as_netdef(name_or_net).name
     try:
         return _current.nets[name]
     except KeyError:
@@ -219,7 +224,7 @@ def RunNet(name, num_iter=1, allow_fail=False):
 
 
 def RunNetOnce(net):
-    PreparedNet(_as_netdef(net), _current).run()
+    PreparedNet(as_netdef(net), _current).run()
     return True
 
 
@@ -325,7 +330,7 @@ def StringifyNetName(name):
 
 
 def GetNetName(net):
-    return _as_netdef(net).name
+    return as_netdef(net).name
 
 
 def StringifyProto(obj):
@@ -388,7 +393,7 @@ def InferShapesAndTypes(nets, blob_dimensions=None, nets_proto=False, blob_types
             scratch.blobs[name] = torch.zeros(list(dims), dtype=dtype)
     shapes, dtypes = {}, {}
     for net in nets:
-        netdef = _as_netdef(net)
+        netdef = as_netdef(net)
         try:
             PreparedNet(netdef, scratch).run()
         except Exception as e:
@@ -431,11 +436,14 @@ class Predictor:
         if isinstance(inputs, dict):
             feeds = inputs
         else:
+            # as Caffe2's Predictor: the i-th array feeds external_input[i], whether or not the
+            # init net filled it (mobile_exporter puts the inputs first, with placeholders)
             inputs = list(inputs)
-            if len(inputs) != len(self._inputs):
-                raise Caffe2Error("Predictor.run: the predict net %r takes %d input(s) %s, got %d"
-                                  % (self._predict.name, len(self._inputs), self._inputs, len(inputs)))
-            feeds = dict(zip(self._inputs, inputs))
+            names = list(self._predict.external_input)
+            if len(inputs) > len(names):
+                raise Caffe2Error("Predictor.run: the predict net %r has %d external input(s) %s, "
+                                  "got %d arrays" % (self._predict.name, len(names), names[:5], len(inputs)))
+            feeds = dict(zip(names, inputs))
         for name, value in feeds.items():
             self._store.blobs[str(name)] = _to_tensor(name, value, None)
         if self._net is None:
@@ -449,4 +457,4 @@ def _parse_net(net, caffe2_pb2):
         proto = caffe2_pb2.NetDef()
         proto.ParseFromString(net)
         return proto
-    return _as_netdef(net)
+    return as_netdef(net)

@@ -24,6 +24,8 @@ import torch
 
 from food101.data.buffers import HostBuffers
 
+# The Model Zoo SqueezeNet's per-channel BGR mean: the one definition (training config, deploy
+# metadata and the zoo builders take it from here).
 BGR_MEAN = (104.0, 117.0, 123.0)
 _OUTPUTS = HostBuffers(keep=4)    # CPU output batches, recycled once the caller drops them
 

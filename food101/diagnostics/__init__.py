@@ -32,13 +32,13 @@ The protocol a training loop follows (the Trainer does exactly this):
     it = start
     while it < max_iter:
         data, labels, keys = next(batches)
-        if diag.on_batch(it + 1, data, labels, keys) == "skip":   # a quarantined record
+        if diag.on_batch(it + 1, data, labels, keys) == Action.SKIP:  # a quarantined record
             continue
         feed(data, labels); workspace.RunNet(model.net); loss = fetch("loss")
         action = diag.after_iteration(it + 1, loss, workspace)
-        if action != "continue":                # skip | rollback | stop: an earlier state is
+        if action != Action.CONTINUE:           # SKIP | ROLLBACK | STOP: an earlier state is
             it = diag.resume_iteration          # back in the workspace; continue after it
-            if action == "stop":
+            if action == Action.STOP:
                 break                           # (a checkpoint now saves a healthy state)
             continue
         it += 1
@@ -61,7 +61,7 @@ rebuilds its nets. Cost: after_iteration reads the loss as a float (one device s
 iteration); the other checks run every health_interval / stats_interval iterations.
 """
 from food101.diagnostics.findings import ERROR, INFO, WARNING, Finding, FindingLog, Where
-from food101.diagnostics.guard import (DivergenceGuard, DivergenceReport, ReplayResult, StateSnapshot, replay_iteration,
+from food101.diagnostics.guard import (Action, DivergenceGuard, DivergenceReport, ReplayResult, StateSnapshot, replay_iteration,
                     reproduce, scale_learning_rate, suspect_samples)
 from food101.diagnostics.health import HealthMonitor, analyze_nets, check_pretrained_values, zoo_weights
 from food101.diagnostics.hook import Diagnostics
@@ -72,7 +72,7 @@ __all__ = [
     "Diagnostics", "DiagnosticsConfig", "resolve_settings",
     "Finding", "FindingLog", "Where", "INFO", "WARNING", "ERROR",
     "analyze_nets", "HealthMonitor", "check_pretrained_values", "zoo_weights",
-    "DivergenceGuard", "DivergenceReport", "StateSnapshot", "replay_iteration", "reproduce",
+    "Action", "DivergenceGuard", "DivergenceReport", "StateSnapshot", "replay_iteration", "reproduce",
     "ReplayResult", "scale_learning_rate", "suspect_samples",
     "BlobStats", "collect_stats", "tensor_stats", "format_table", "select_blobs",
 ]

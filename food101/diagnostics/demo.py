@@ -15,8 +15,9 @@ plain Caffe2 API (model_helper, brew, optimizer, workspace):
 import numpy as np
 
 from food101.caffe2 import brew
+from food101.data.augment import BGR_MEAN
 
-MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
+MEAN_BGR = np.array(BGR_MEAN, np.float32)
 COLOURS = np.array([[255, 40, 40], [40, 255, 40], [40, 40, 255], [230, 230, 40],
                     [40, 230, 230], [230, 40, 230]], np.float32)  # BGR patch colour per class
 

@@ -30,6 +30,7 @@ A divergence that recurs at the same iteration in every run (story: GoogLeNet at
 119,040) is the data, not the optimizer: the same record arrives at the same position.
 """
 import collections
+import enum
 import json
 import logging
 import math
@@ -40,14 +41,27 @@ from typing import List, Optional
 import torch
 
 from food101.caffe2.executor import PreparedNet
+from food101.caffe2.ops.learning_rate import scale_base_lr
 from food101.caffe2.ops.registry import lookup, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict
+from food101.caffe2.workspace import Workspace
+from food101.checkpoint import load_checkpoint
 from food101.diagnostics import netinfo
 
 log = logging.getLogger("food101.diagnostics")
 
 REPRODUCER_FORMAT = "food101-divergence-reproducer/1"
 POLICIES = ("stop", "skip", "rollback", "report")
+
+
+class Action(enum.StrEnum):
+    """What the training loop does after the guard judged an iteration (a str, so it also
+    compares equal to "continue", "skip", ... and reads so in JSON)."""
+    CONTINUE = "continue"   # go on
+    SKIP = "skip"           # the update was undone: continue after resume_iteration, new batch
+    ROLLBACK = "rollback"   # an earlier good state is back: continue after resume_iteration
+    STOP = "stop"           # stop training; the workspace holds the state to save
 
 
 def _workspace_object(workspace):
@@ -118,7 +132,6 @@ def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
       blobs:           the private workspace's blobs after the full run
       forward_blobs:   the blobs after the forward pass
       error:           an exception message if an op failed"""
-    from food101.caffe2.workspace import Workspace
     netdef = netinfo.as_netdef(netdef)
     first, origin, error = [], None, None
 
@@ -194,7 +207,7 @@ def replay_iteration(netdef, start_blobs, rng=None, max_blobs=8):
 def _loss_blobs(netdef):
     for op in netdef.op:
         if op.type == netinfo.GRADIENT_OP:
-            n = int(netinfo.op_args(op).get("num_losses", 1))
+            n = int(ArgsToDict(op.arg).get("num_losses", 1))
             return list(op.input[:n])
     return [op.output[0] for op in netdef.op if op.type == "AveragedLoss" and op.output]
 
@@ -373,20 +386,15 @@ def scale_learning_rate(workspace, net, factor):
             log.warning("scale_learning_rate: no net %r was created in the workspace; its "
                         "learning rate is unchanged", name)
             continue
-        for step in prepared.steps:
-            if step.op.type != "LearningRate":
-                continue
-            for arg in step.op.arg:
-                if arg.name == "base_lr":
-                    old = arg.f if arg.HasField("f") else float(arg.i)
-                    _set_base_lr(step.op, old * factor)
-                    kwargs = parse_arguments(schema, step.op)
-                    if "ctx" in step.kwargs:
-                        kwargs["ctx"] = step.kwargs["ctx"]
-                    # in place: a compiled net's generated code holds this very dict
-                    step.kwargs.clear()
-                    step.kwargs.update(kwargs)
-                    changed.append((name, step.index, old, old * factor))
+        for index, old, new in scale_base_lr(prepared.netdef, factor):
+            step = prepared.steps[index]
+            kwargs = parse_arguments(schema, step.op)
+            if "ctx" in step.kwargs:
+                kwargs["ctx"] = step.kwargs["ctx"]
+            # in place: a compiled net's generated code holds this very dict
+            step.kwargs.clear()
+            step.kwargs.update(kwargs)
+            changed.append((name, index, old, new))
     return changed
 
 
@@ -452,8 +460,8 @@ class DivergenceGuard:
                                     rng=ws.rng_state())
         self._batch = (data, list(keys) if keys is not None else None)
         if keys is not None and self.quarantined_keys.intersection(map(str, keys)):
-            return "skip"
-        return "continue"
+            return Action.SKIP
+        return Action.CONTINUE
 
     def after_iteration(self, it, loss, workspace):
         ws = _workspace_object(workspace)
@@ -464,7 +472,7 @@ class DivergenceGuard:
             self._clone = True
             self._pending_good = self._good = None
         if loss is None:
-            return "continue"  # nothing to judge (the caller has no loss for this iteration)
+            return Action.CONTINUE  # nothing to judge (the caller has no loss for this iteration)
         loss = float(loss)
         reason = None
         average = sum(self.history) / len(self.history) if self.history else None
@@ -476,7 +484,7 @@ class DivergenceGuard:
         if reason is None:
             self.history.append(loss)
             self._keep_good_state(it, ws)
-            return "continue"
+            return Action.CONTINUE
         report = self.investigate(it, loss, reason, average, ws)
         action = self._act(report, ws)
         report.action = action
@@ -554,41 +562,31 @@ class DivergenceGuard:
     def _act(self, report, ws):
         self.quarantined_keys.update(report.suspect_keys)
         if self.policy == "report":
-            return "continue"
+            return Action.CONTINUE
         if self.policy == "stop":  # keep the state the bad iteration started from, to save
             if self._start is not None:
                 self._start.restore(ws.blobs, ws)
                 report.resume_iteration = self.resume_iteration = report.iteration - 1
-            return "stop"
+            return Action.STOP
         self.recoveries += 1
         if self.recoveries > self.max_recoveries:
             log.error("divergence guard: %d recoveries already (max_recoveries=%d); stopping",
                       self.recoveries - 1, self.max_recoveries)
-            return "stop"
+            return Action.STOP
         if self.policy == "skip":
             self._start.restore(ws.blobs, ws)
             report.resume_iteration = self.resume_iteration = report.iteration - 1
-            return "skip"
+            return Action.SKIP
         target = self._good or self._start
         target.restore(ws.blobs, ws)
         report.resume_iteration = target.iteration if target is self._good else target.iteration - 1
         self.resume_iteration = report.resume_iteration
         scale_learning_rate(ws, self.net_names, self.lr_scale)
-        for _index, op in netinfo.learning_rate_ops(self.net):  # our copy tells the truth too
-            base = netinfo.op_args(op).get("base_lr")
-            if base is not None:
-                _set_base_lr(op, base * self.lr_scale)
+        scale_base_lr(self.net, self.lr_scale)  # our copy tells the truth too
         self.lr_factor *= self.lr_scale
         report.lr_scaled_by = self.lr_scale
         self._pending_good = None
-        return "rollback"
-
-
-def _set_base_lr(op, value):
-    for arg in op.arg:
-        if arg.name == "base_lr":
-            arg.ClearField("i")
-            arg.f = value
+        return Action.ROLLBACK
 
 
 # ------------------------------------------------------------------------------------------
@@ -643,7 +641,6 @@ def reproduce(checkpoint_path, iteration=None, netdef=None, feeds=None, keys=Non
         iteration, keys = payload["iteration"], keys or payload.get("keys")
         devices = payload.get("devices", {})
     else:
-        from food101.train.checkpoint import load_checkpoint
         ckpt = load_checkpoint(checkpoint_path)
         if netdef is None or feeds is None:
             raise ValueError("%s is a training checkpoint: pass netdef= (the training NetDef) and "

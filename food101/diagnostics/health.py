@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from food101.caffe2.utils import GIVEN_FILLS, ArgsToDict, given_fill_value
 from food101.diagnostics import netinfo
 from food101.diagnostics.findings import ERROR, INFO, WARNING, Finding, Where, where_op
 
@@ -61,7 +62,7 @@ def check_update_signs(train):
     findings = []
     ref = lambda i: netinfo.op_ref(train, i)  # noqa: E731
     for lr_index, lr_op in netinfo.learning_rate_ops(train):
-        args = netinfo.op_args(lr_op)
+        args = ArgsToDict(lr_op.arg)
         base_lr = args.get("base_lr")
         if base_lr is None or not lr_op.output:
             continue
@@ -153,7 +154,7 @@ def check_schedules(train, max_iter=None):
     findings = []
     for index, op in netinfo.learning_rate_ops(train):
         label = "LearningRate " + netinfo.op_ref(train, index)
-        args = netinfo.op_args(op)
+        args = ArgsToDict(op.arg)
         policy = args.pop("policy", "fixed")
         base_lr = args.pop("base_lr", 0.0)
         where = where_op(train.name, index, op, blob=op.output[0] if op.output else None)
@@ -221,7 +222,7 @@ def check_frozen_writes(train, params):
     for index, op in enumerate(train.op[:netinfo.forward_end(train)]):
         if op.type != "SpatialBN" or len(op.input) < 5:
             continue
-        args = netinfo.op_args(op)
+        args = ArgsToDict(op.arg)
         if int(args.get("is_test", 0)):
             continue
         scale, bias, running_mean, running_var = op.input[1:5]
@@ -281,10 +282,9 @@ def zoo_weights(zoo_model):
         return {}
     if isinstance(zoo_model, dict):
         return {str(k): np.asarray(v) for k, v in zoo_model.items()}
-    from food101.zoo import _nets
     netdef = netinfo.as_netdef(getattr(zoo_model, "init_net", zoo_model))
-    return {op.output[0]: _nets.given_fill_value(op) for op in netdef.op
-            if op.type in _nets.GIVEN_FILLS and len(op.output) == 1}
+    return {op.output[0]: given_fill_value(op) for op in netdef.op
+            if op.type in GIVEN_FILLS and len(op.output) == 1}
 
 
 def _fills(init):
@@ -292,7 +292,7 @@ def _fills(init):
     out = {}
     for index, op in enumerate(init.op):
         if op.type in RANDOM_OR_CONSTANT_FILLS and op.output:
-            shape = netinfo.op_args(op).get("shape")
+            shape = ArgsToDict(op.arg).get("shape")
             for name in op.output:
                 out[name] = (index, op, tuple(shape) if shape is not None else None)
     return out
@@ -685,14 +685,14 @@ class HealthMonitor:
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 continue
             rate = float(value.reshape(-1)[0])
-            base_lr = netinfo.op_args(op).get("base_lr", 0.0)
+            base_lr = ArgsToDict(op.arg).get("base_lr", 0.0)
             if not math.isfinite(rate):
                 found.append(Finding(
                     "lr_nonfinite", ERROR,
                     "the learning rate %r is %r (LearningRate %s, policy %r): the next update "
                     "writes NaN into every trained weight. For poly this happens past max_iter."
                     % (op.output[0], rate, netinfo.op_ref(self.net, index),
-                       netinfo.op_args(op).get("policy")),
+                       ArgsToDict(op.arg).get("policy")),
                     where_op(self.net.name, index, op, op.output[0])))
             elif base_lr and rate * base_lr < 0:
                 found.append(Finding(

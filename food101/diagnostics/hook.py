@@ -6,7 +6,7 @@ import os
 
 from food101.diagnostics import netinfo
 from food101.diagnostics.findings import ERROR, WARNING, Finding, FindingLog, Where
-from food101.diagnostics.guard import DivergenceGuard
+from food101.diagnostics.guard import Action, DivergenceGuard
 from food101.diagnostics.health import HealthMonitor, analyze_nets, blob_dict, zoo_weights
 from food101.diagnostics.settings import resolve_settings
 from food101.diagnostics.stats import (collect_stats, format_table, relu_outputs, select_blobs, stats_record,
@@ -49,7 +49,7 @@ class Diagnostics:
         self._trained_relus = set()
         self._trained_outputs = []
         self.last_stats = None
-        self._last_action = "continue"
+        self._last_action = Action.CONTINUE
 
     # -------------------------------------------------------------- plumbing
     @property
@@ -153,18 +153,18 @@ class Diagnostics:
         """Before iteration `it` runs, with its batch (host or device tensors/arrays) and the
         LMDB keys of its records. Returns "skip" if the batch holds a quarantined record."""
         if not self.enabled or self.monitor is None:
-            return "continue"
+            return Action.CONTINUE
         self._add(self.monitor.on_batch(data, labels, keys, iteration=it))
         if self.guard is not None and self.workspace is not None:
             return self.guard.before_iteration(it, self.workspace, data=data, keys=keys)
-        return "continue"
+        return Action.CONTINUE
 
     def after_iteration(self, it, loss, workspace):
-        """After iteration `it` ran; returns "continue", "skip", "rollback" or "stop"."""
+        """After iteration `it` ran; returns an Action (CONTINUE, SKIP, ROLLBACK or STOP)."""
         if not self.enabled or self.monitor is None:
-            return "continue"
+            return Action.CONTINUE
         loss = float(loss) if loss is not None else None  # a device tensor syncs here, once
-        action = "continue"
+        action = Action.CONTINUE
         if self.guard is not None:
             seen = len(self.guard.reports)
             action = self.guard.after_iteration(it, loss, workspace)
@@ -178,9 +178,9 @@ class Diagnostics:
                 record.update(report.to_dict())
                 self._record(record)
         self._last_action = action
-        if action == "continue":
+        if action == Action.CONTINUE:
             self._add(self.monitor.after_iteration(it, loss, workspace))
-        elif action in ("skip", "rollback"):
+        elif action in (Action.SKIP, Action.ROLLBACK):
             self.monitor.state_restored()
         return action
 
@@ -190,7 +190,7 @@ class Diagnostics:
         interval = self.settings.stats_interval
         if not self.enabled or not interval or self.netdef is None:
             return None
-        if self._last_action != "continue":
+        if self._last_action != Action.CONTINUE:
             return None  # the iteration was undone: its blobs describe nothing that persists
         if it != 1 and it % interval:
             return None

@@ -7,8 +7,8 @@ A Caffe2 training net is laid out as
 and in-place blobs (params, momenta, Iter, SpatialBN running statistics) are read before the
 net writes them. These helpers answer the questions the checks ask, on the NetDef alone.
 """
-from food101.caffe2.executor import external_reads
-from food101.caffe2.ops.registry import argument_value
+from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict, as_netdef as _single_netdef, external_reads
 
 # Optimizer ops: type -> position of the output that is the updated parameter.
 UPDATE_OPS = {
@@ -29,7 +29,6 @@ def as_netdef(net):
         parts = [as_netdef(n) for n in net]
         if len(parts) == 1:
             return parts[0]
-        from food101.caffe2.proto import caffe2_pb2
         combined = caffe2_pb2.NetDef(name="+".join(p.name for p in parts))
         for part in parts:
             combined.op.extend(part.op)
@@ -37,7 +36,7 @@ def as_netdef(net):
         if parts[0].HasField("device_option"):
             combined.device_option.CopyFrom(parts[0].device_option)
         return combined
-    return net.Proto() if hasattr(net, "Proto") else net
+    return _single_netdef(net)
 
 
 _COMBINED = {}  # combined net name -> [(member net name, number of ops)]
@@ -66,10 +65,6 @@ def net_names(net):
     if isinstance(net, (list, tuple)):
         return [as_netdef(n).name for n in net]
     return [as_netdef(net).name]
-
-
-def op_args(op):
-    return {a.name: argument_value(a) for a in op.arg}
 
 
 def is_gradient_op(op):
@@ -124,7 +119,7 @@ def running_statistics(netdef):
     """Blobs a training-mode SpatialBN reads and writes back (its running mean/variance)."""
     out = set()
     for op in netdef.op:
-        if op.type == "SpatialBN" and not int(op_args(op).get("is_test", 0)):
+        if op.type == "SpatialBN" and not int(ArgsToDict(op.arg).get("is_test", 0)):
             out.update(b for b in op.output[1:3] if b in op.input)
     return out
 
@@ -199,7 +194,7 @@ def lr_consumers(netdef, lr_blob):
                 if name != blob:
                     continue
                 if op.type == "Scale" and op.output:
-                    factor = op_args(op).get("scale", 1.0)
+                    factor = ArgsToDict(op.arg).get("scale", 1.0)
                     frontier.append((op.output[0], sign * (1.0 if factor >= 0 else -1.0)))
                 elif op.type in ("Negative",) and op.output:
                     frontier.append((op.output[0], -sign))

@@ -6,13 +6,10 @@ accepts a plain dict or any object with some of these attributes; missing keys t
 below (`resolve_settings`).
 """
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Tuple
 
-
-def documented(default, doc):
-    """A config field with its default and the comment the dumped YAML shows for it."""
-    return field(default=default, metadata={"doc": doc})
+from food101.config_fields import documented
 
 
 _key = documented

@@ -19,6 +19,13 @@ import sys
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from food101.data.augment import center_crop
+from food101.data.reader import LMDBReader
+from food101.fileio import atomic_write
+from food101.inference.plots import plot_confusion
+from food101.inference.predict import InferenceModel, load_model
 
 
 class ClassificationMetrics:
@@ -83,11 +90,35 @@ def summary_lines(results, top_worst=5):
 
 def write_results(results, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
-    os.replace(tmp, path)
     return path
+
+
+def evaluate_batches(reader, probabilities, class_names=None, num_classes=None, limit_batches=0,
+                     should_stop=None, progress=False):
+    """The one evaluation loop (training's periodic evaluation and `evaluate_model` both run
+    it): for each (uint8 images, labels) batch of `reader`, in order, `probabilities(images)`
+    (N x C) goes into ClassificationMetrics (of `num_classes`, else of the net's C). Returns
+    the results dict, or None when `should_stop()` turned true on the way (Ctrl-C in training)."""
+    metrics = ClassificationMetrics(num_classes) if num_classes else None
+    total = len(reader) if not limit_batches else min(limit_batches, len(reader))
+    with tqdm(total=total, disable=not (progress and sys.stderr.isatty()), unit="batch",
+              leave=False) as bar:
+        for k, (images, labels) in enumerate(reader):
+            if limit_batches and k >= limit_batches:
+                break
+            if should_stop is not None and should_stop():
+                return None
+            probs = probabilities(images)
+            if metrics is None:
+                metrics = ClassificationMetrics(probs.shape[1])
+            metrics.add(probs, labels)
+            bar.update(1)
+    names = list(class_names) if class_names else None
+    if names is None:
+        names = ["class_%d" % i for i in range(metrics.num_classes)]
+    return metrics.results(names)
 
 
 def evaluate_model(model, lmdb_path, batch_size=50, device="cpu", limit_batches=0, out_dir=None,
@@ -95,9 +126,6 @@ def evaluate_model(model, lmdb_path, batch_size=50, device="cpu", limit_batches=
     """Evaluate a saved model (deploy folder, checkpoint or run folder; see predict.load_model)
     on an LMDB with centre crops. Writes <out_dir>/eval.json and confusion.png when out_dir is
     given. Returns the results dict (plus "model", "lmdb", and the written paths)."""
-    from food101.data.reader import LMDBReader
-    from food101.inference.predict import InferenceModel, load_model
-    from food101.data.augment import center_crop
     if not isinstance(model, InferenceModel):
         model = load_model(model, device=device)
     if not os.path.exists(lmdb_path):
@@ -108,24 +136,13 @@ def evaluate_model(model, lmdb_path, batch_size=50, device="cpu", limit_batches=
             raise ValueError("the LMDB's classes (%s ...) differ from the model's (%s ...): labels "
                              "would not mean the same classes" % (
                                  ", ".join(reader.classes[:4]), ", ".join(model.class_names[:4])))
-        metrics = None
-        total = len(reader) if not limit_batches else min(limit_batches, len(reader))
-        from tqdm import tqdm
-        bar = tqdm(total=total, disable=not (progress and sys.stderr.isatty()), unit="batch", leave=False)
-        for k, (images, labels) in enumerate(reader):
-            if limit_batches and k >= limit_batches:
-                break
-            probs = model.probabilities(center_crop(images, model.crop, mean=model.mean_bgr))
-            if metrics is None:
-                metrics = ClassificationMetrics(probs.shape[1])
-                names = names or ["class_%d" % i for i in range(probs.shape[1])]
-            metrics.add(probs, labels)
-            bar.update(1)
-        bar.close()
-    results = metrics.results(list(names))
+        results = evaluate_batches(
+            reader, lambda images: model.probabilities(center_crop(images, model.crop,
+                                                                   mean=model.mean_bgr)),
+            names, limit_batches=limit_batches, progress=progress)
+    names = list(names) if names else ["class_%d" % i for i in range(len(results["confusion"]))]
     results.update(model=str(model.source), lmdb=os.path.abspath(lmdb_path))
     if out_dir:
-        from food101.train.plots import plot_confusion
         results["json_path"] = os.path.join(out_dir, "eval.json")
         results["confusion_png"] = plot_confusion(results["confusion"],
                                                   os.path.join(out_dir, "confusion.png"), list(names))

@@ -13,34 +13,41 @@
 The model runs in a workspace of its own ("food101_inference"), so it never disturbs a training
 workspace or the notebook's.
 """
-import json
 import os
 
 import numpy as np
 import torch
 
-from food101.caffe2 import workspace
-from food101.caffe2.proto import caffe2_pb2
-from food101.train import checkpoint as ckpt
+from food101 import checkpoint as ckpt
+from food101.caffe2 import core
+from food101.caffe2.executor import PreparedNet
+from food101.caffe2.proto import caffe2_pb2, load_net
+from food101.data.augment import center_crop
+from food101.data.decode import BadImage, load_record_image
+from food101.caffe2.workspace import Workspace
+from food101.interop.deploy import ModelMetadata, read_metadata
+from food101.zoo._nets import run_in_private_workspace
 
 INFERENCE_WORKSPACE = "food101_inference"
 
 
 class InferenceModel:
-    """A predict NetDef, its blobs and its preprocessing; `probabilities(batch)` runs it."""
+    """A predict NetDef, its blobs and its ModelMetadata; `probabilities(batch)` runs it in a
+    workspace of its own (never the caller's current one)."""
 
-    def __init__(self, netdef, blobs, input_name, output_name, class_names, crop, mean_bgr,
-                 resize_size=None, resize_mode="crop", source=None, device="cpu"):
-        self.netdef, self.input_name, self.output_name = netdef, input_name, output_name
-        self.class_names = list(class_names) if class_names is not None else None
-        self.crop, self.mean_bgr = int(crop), tuple(float(m) for m in mean_bgr)
+    def __init__(self, netdef, blobs, metadata, source=None, device="cpu"):
+        self.netdef, self.metadata = netdef, metadata
+        self.input_name, self.output_name = metadata.input_name, metadata.output_name
+        self.class_names = list(metadata.class_names) if metadata.class_names is not None else None
+        self.crop, self.mean_bgr = int(metadata.crop), tuple(float(m) for m in metadata.mean_bgr)
         # build_lmdb stores 256 x 256 for the 227 crop; keep that ratio when nothing says more
-        self.resize_size = int(resize_size or round(self.crop * 256 / 227))
-        self.resize_mode = resize_mode or "crop"
+        self.resize_size = int(metadata.resize_size or round(self.crop * 256 / 227))
+        self.resize_mode = metadata.resize or "crop"
         self.source = source
         self.device = torch.device(device)
         self._blobs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in blobs.items()}
-        self._created = False
+        self._workspace = Workspace(INFERENCE_WORKSPACE)
+        self._net = None
 
     def class_name(self, index):
         return self.class_names[index] if self.class_names else "class_%d" % index
@@ -51,28 +58,17 @@ class InferenceModel:
 
     def probabilities(self, batch):
         """Float NCHW batch (mean subtracted) -> N x C probabilities (torch, on CPU)."""
-        previous = workspace.CurrentWorkspace()
-        workspace.SwitchWorkspace(INFERENCE_WORKSPACE, create_if_missing=True)
-        try:
-            if not self._created or workspace.current().blobs.get("__owner__") is not self:
-                workspace.ResetWorkspace()
-                for name, value in self._blobs.items():
-                    workspace.FeedTensor(name, value)
-                workspace.FeedTensor("__owner__", self)
-                workspace.FeedTensor(self.input_name, batch.to(self.device))
-                workspace.CreateNet(self.netdef, overwrite=True)
-                self._created = True
-            workspace.FeedTensor(self.input_name, batch.to(self.device))
-            workspace.RunNet(self.netdef.name)
-            out = workspace.FetchTensor(self.output_name)
-            return out.detach().float().reshape(out.shape[0], -1).cpu()
-        finally:
-            workspace.SwitchWorkspace(previous)
+        blobs = self._workspace.blobs
+        blobs[self.input_name] = batch.detach().to(self.device)
+        if self._net is None:  # prepared once, in this model's own workspace
+            blobs.update(self._blobs)
+            self._net = PreparedNet(self.netdef, self._workspace)
+        self._net.run()
+        out = blobs[self.output_name]
+        return out.detach().float().reshape(out.shape[0], -1).cpu()
 
     def preprocess(self, image_paths):
         """Image files -> float NCHW batch, exactly as the LMDB records and evaluation see them."""
-        from food101.data.augment import center_crop
-        from food101.data.decode import BadImage, load_record_image
         chw = []
         for path in image_paths:
             try:
@@ -84,23 +80,11 @@ class InferenceModel:
 
 
 def _load_deploy(folder, device):
-    from food101.caffe2.proto import load_net
-    from food101.zoo._nets import run_in_private_workspace
     predict = load_net(os.path.join(folder, "predict_net.pb"))
     init = load_net(os.path.join(folder, "init_net.pb"))
-    info = {}
-    if os.path.exists(os.path.join(folder, "preprocess.json")):
-        with open(os.path.join(folder, "preprocess.json")) as f:
-            info = json.load(f)
-    labels_path = os.path.join(folder, "labels.txt")
-    names = [l.strip() for l in open(labels_path, encoding="utf-8") if l.strip()] \
-        if os.path.exists(labels_path) else None
     blobs = run_in_private_workspace([init])
-    input_name = info.get("input") or predict.external_input[0]
-    output_name = info.get("output") or predict.external_output[-1]
-    return InferenceModel(predict, blobs, input_name, output_name, names, info.get("crop", 227),
-                          info.get("mean_bgr") or (104.0, 117.0, 123.0), info.get("resize_size"),
-                          info.get("resize", "crop"), source=folder, device=device)
+    return InferenceModel(predict, blobs, read_metadata(folder, predict), source=folder,
+                          device=device)
 
 
 def _load_checkpoint(path, device):
@@ -111,9 +95,11 @@ def _load_checkpoint(path, device):
     net = caffe2_pb2.NetDef.FromString(trainer["test_net"])
     io = trainer["io"]
     _strip_devices(net)
-    return InferenceModel(net, state["blobs"], io["data"], io["probs"], trainer["class_names"],
-                          io["crop_size"], io["mean"], io.get("resize_size"), io.get("resize", "crop"),
-                          source=state["path"], device=device)
+    metadata = ModelMetadata(input_name=io["data"], output_name=io["probs"],
+                             mean_bgr=tuple(io["mean"]), crop=io["crop_size"],
+                             class_names=tuple(trainer["class_names"]),
+                             resize_size=io.get("resize_size"), resize=io.get("resize", "crop"))
+    return InferenceModel(net, state["blobs"], metadata, source=state["path"], device=device)
 
 
 def _strip_devices(netdef):
@@ -139,7 +125,6 @@ def load_model(path, device="cpu"):
     else:
         model = _load_checkpoint(path, device)
     if device != "cpu" and torch.device(device).type == "cuda":
-        from food101.caffe2 import core
         opt = core.DeviceOption(caffe2_pb2.CUDA, torch.device(device).index or 0)
         model.netdef.device_option.CopyFrom(opt)
     return model

@@ -14,7 +14,7 @@ operand), Sum. Anything else is an error naming the node.
 import numpy as np
 
 from food101.caffe2.proto import caffe2_pb2
-from food101.zoo import _nets
+from food101.caffe2.utils import given_fill, make_op
 from food101.zoo.model import ZooError, ZooModel
 
 _ELEMENTWISE = {"Add": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "Div"}
@@ -68,7 +68,7 @@ class _Importer:
         predict.external_output.extend(outputs)
         init = caffe2_pb2.NetDef(name=self.name + "_init")
         for blob in self.used_consts:
-            init.op.append(_nets.given_fill(blob, self.consts[blob]))
+            init.op.append(given_fill(blob, self.consts[blob]))
         init.external_output.extend(self.used_consts)
         return ZooModel(init, predict, data.name, shape, np.float32, output_name=outputs[0])
 
@@ -136,7 +136,7 @@ class _Importer:
         return self._input(name)
 
     def _emit(self, op_type, inputs, outputs, node, **args):
-        self.ops.append(_nets.make_op(op_type, inputs, outputs, name=node.name, **args))
+        self.ops.append(make_op(op_type, inputs, outputs, name=node.name, **args))
 
     def _rank(self, value):
         shape = self.shapes.get(value)

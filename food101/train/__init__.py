@@ -10,7 +10,7 @@ Modules: config (the documented config tree, YAML / solver.prototxt / overrides)
 lr schedule, via the LearningRate op's own function), loop (Trainer, fine_tune), checkpoint,
 metrics (Caffe-style log, metrics.jsonl), plots. Prediction and evaluation: food101.inference.
 """
-from food101.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: F401
+from food101.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: F401
 from food101.train.config import (Config, ConfigError, default_config, dump_config, load_config,  # noqa: F401
                      parse_overrides)
 from food101.train.loop import Trainer, TrainingError, fine_tune  # noqa: F401

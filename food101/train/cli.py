@@ -6,7 +6,7 @@ Exit codes: 0 done, 1 a run failed, 2 a usage/config problem (message on stderr,
 import os
 import sys
 
-from food101.train import checkpoint as ckpt
+from food101 import checkpoint as ckpt
 from food101.train import config as C
 
 EXIT_INTERRUPTED = 130
@@ -39,7 +39,7 @@ def config_from_args(args):
         flags["solver.solver_mode"] = "CPU"
     base = None
     if args.resume and not args.config and not args.solver:
-        base = C.from_dict(ckpt.load_checkpoint(args.resume)["config"], "checkpoint config")
+        base = C.resumed_config(ckpt.load_checkpoint(args.resume)["config"])
     cfg = C.load_config(args.config, args.solver, base=base)
     cfg = C.merge(cfg, C.parse_overrides(args.overrides), "--set")
     cfg = C.merge(cfg, flags, "command line")

@@ -26,7 +26,11 @@ from typing import Tuple
 
 import yaml
 
-from food101.diagnostics.settings import DiagnosticsConfig, documented
+from food101.fileio import write_text
+from food101.caffe2.ops.learning_rate import LR_POLICIES
+from food101.config_fields import documented
+from food101.data.augment import BGR_MEAN
+from food101.diagnostics.settings import DiagnosticsConfig
 
 
 class ConfigError(ValueError):
@@ -51,7 +55,7 @@ class DataConfig:
     crop_size: int = _key(227, "side of the square the net sees: a random crop when training, the "
                                "centre crop when evaluating and predicting (227 = the zoo's input)")
     mirror: bool = _key(True, "flip training crops horizontally at random (p = 0.5)")
-    mean: Tuple[float, ...] = _key((104.0, 117.0, 123.0),
+    mean: Tuple[float, ...] = _key(BGR_MEAN,
                                    "per-channel BGR mean subtracted from every image (the Model Zoo "
                                    "SqueezeNet's preprocessing)")
     shuffle: bool = _key(True, "shuffle the training records every epoch (reproducible from "
@@ -348,19 +352,9 @@ def dump_config(cfg, path=None, header=None):
             lines.append("  " + text)
     text = "\n".join(lines).lstrip("\n") + "\n"
     if path:
-        atomic_write_text(path, text)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_text(path, text)
     return text
-
-
-def atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -588,32 +582,41 @@ def resolve_seed(cfg):
     return merge(cfg, {"solver.random_seed": random.SystemRandom().randrange(2 ** 31)}, "random_seed")
 
 
+# Caffe's lr_policy -> the solver fields that become its LearningRate op arguments (same names).
+# The policies are the op's own (LR_POLICIES); this table only says which fields each one reads.
+_CAFFE_POLICY_FIELDS = {
+    "fixed": (), "step": ("stepsize", "gamma"), "multistep": ("stepvalue", "gamma"),
+    "exp": ("gamma",), "inv": ("gamma", "power"), "poly": ("power", "max_iter"),
+    "sigmoid": ("gamma", "stepsize"),
+}
+CAFFE_LR_POLICIES = tuple(_CAFFE_POLICY_FIELDS)
+assert set(CAFFE_LR_POLICIES) <= set(LR_POLICIES), "a Caffe lr_policy the LearningRate op lacks"
+
+
 def lr_policy_args(solver):
     """The `LearningRate` op arguments (besides base_lr) for `solver`'s Caffe lr_policy."""
-    policy = solver.lr_policy
-    if policy == "fixed":
-        return {}
-    if policy == "step":
-        return {"stepsize": solver.stepsize, "gamma": solver.gamma}
-    if policy == "multistep":
-        return {"stepvalue": list(solver.stepvalue), "gamma": solver.gamma}
-    if policy == "exp":
-        return {"gamma": solver.gamma}
-    if policy == "inv":
-        return {"gamma": solver.gamma, "power": solver.power}
-    if policy == "poly":
-        return {"power": solver.power, "max_iter": solver.max_iter}
-    if policy == "sigmoid":
-        return {"gamma": solver.gamma, "stepsize": solver.stepsize}
-    raise ConfigError("solver.lr_policy: unknown policy %r; valid: %s" % (policy, ", ".join(CAFFE_LR_POLICIES)))
+    if solver.lr_policy not in _CAFFE_POLICY_FIELDS:
+        raise ConfigError("solver.lr_policy: unknown policy %r; valid: %s"
+                          % (solver.lr_policy, ", ".join(CAFFE_LR_POLICIES)))
+    args = {name: getattr(solver, name) for name in _CAFFE_POLICY_FIELDS[solver.lr_policy]}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
 
 
-CAFFE_LR_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+def resumed_config(saved, cfg=None):
+    """The config of a run resumed from a checkpoint whose config dict is `saved`: `cfg` when
+    one is given (its unset random_seed, -1, takes the checkpoint's, so the random streams
+    continue), else the checkpoint's own."""
+    if cfg is None:
+        return from_dict(saved, "checkpoint config")
+    seed = (saved or {}).get("solver", {}).get("random_seed", -1)
+    if cfg.solver.random_seed < 0 and seed >= 0:
+        return merge(cfg, {"solver.random_seed": seed}, "checkpoint seed")
+    return cfg
 
 
 def validate(cfg):
     """Checks across keys; raises ConfigError naming the key."""
-    s, d, m = cfg.solver, cfg.data, cfg.model
+    s, d, m, dist = cfg.solver, cfg.data, cfg.model, cfg.distributed
     if s.lr_policy not in CAFFE_LR_POLICIES:
         hint = difflib.get_close_matches(s.lr_policy, CAFFE_LR_POLICIES, n=2)
         raise ConfigError("solver.lr_policy: unknown policy %r%s; valid: %s" % (
@@ -651,30 +654,21 @@ def validate(cfg):
          % (m.freeze_up_to, m.unfreeze_from)),
         (m.weight_init in ("msra", "xavier", "gaussian"),
          "model.weight_init must be msra, xavier or gaussian, got %r" % m.weight_init),
-    ] + _distributed_checks(cfg.distributed)
+        (dist.lr_scaling in ("linear", "none"),
+         "distributed.lr_scaling must be linear or none, got %r" % dist.lr_scaling),
+        (dist.bn_stats in ("average", "broadcast", "local"),
+         "distributed.bn_stats must be average, broadcast or local, got %r" % dist.bn_stats),
+        (dist.timeout_s > 0, "distributed.timeout_s must be > 0, got %r" % dist.timeout_s),
+        (min(dist.reference_batch, dist.warmup_iters) >= 0,
+         "distributed.reference_batch and warmup_iters must be >= 0"),
+        (dist.bucket_cap_mb > 0, "distributed.bucket_cap_mb must be > 0, got %r" % dist.bucket_cap_mb),
+        (dist.backend in ("", "gloo", "nccl", "cpu:gloo,cuda:nccl"),
+         "distributed.backend must be \"\", gloo, nccl or cpu:gloo,cuda:nccl, got %r" % dist.backend),
+    ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     return cfg
-
-
-def _distributed_checks(d):
-    return [
-        (d.lr_scaling in ("linear", "none"),
-         "distributed.lr_scaling must be linear or none, got %r" % d.lr_scaling),
-        (d.bn_stats in ("average", "broadcast", "local"),
-         "distributed.bn_stats must be average, broadcast or local, got %r" % d.bn_stats),
-        (d.timeout_s > 0, "distributed.timeout_s must be > 0, got %r" % d.timeout_s),
-        (min(d.reference_batch, d.warmup_iters) >= 0,
-         "distributed.reference_batch and warmup_iters must be >= 0"),
-        (d.bucket_cap_mb > 0, "distributed.bucket_cap_mb must be > 0, got %r" % d.bucket_cap_mb),
-        (d.backend in ("", "gloo", "nccl", "cpu:gloo,cuda:nccl"),
-         "distributed.backend must be \"\", gloo, nccl or cpu:gloo,cuda:nccl, got %r" % d.backend),
-    ]
-
-
-def output_path(cfg, *parts):
-    return os.path.join(cfg.train.output_dir, *parts)
 
 
 def snapshot_prefix(cfg):

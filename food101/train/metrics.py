@@ -24,6 +24,8 @@ import time
 
 from tqdm import tqdm
 
+from food101.fileio import atomic_write
+
 
 class SmoothedLoss:
     """Mean of the last `window` values (Caffe's `average_loss`); its state goes into checkpoints."""
@@ -91,10 +93,8 @@ def keep_records_up_to(path, iteration):
     if not os.path.exists(path):
         return
     kept = [line for line in read_jsonl_lines(path) if json.loads(line).get("iteration", 0) <= iteration]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in kept)
-    os.replace(tmp, path)
 
 
 def read_jsonl_lines(path):

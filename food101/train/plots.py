@@ -4,6 +4,7 @@
     accuracy.png   training accuracy (smoothed) and test top-1 / top-5 at each evaluation
     lr.png         learning rate per iteration
     confusion.png  the confusion matrix of the last evaluation, rows normalised
+                   (food101.inference.plots.plot_confusion, which evaluation draws too)
 
 All read the records of metrics.jsonl (see metrics.py), so `plot_run(output_dir)` can redraw the
 plots of any finished or interrupted run.
@@ -14,8 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
 
+from food101.inference.plots import plot_confusion, save_figure  # noqa: E402
 from food101.train.metrics import read_jsonl  # noqa: E402
 
 
@@ -27,14 +28,6 @@ def _smooth(values, window):
             acc.pop(0)
         out.append(sum(acc) / len(acc))
     return out
-
-
-def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def plot_loss(records, path):
@@ -53,7 +46,7 @@ def plot_loss(records, path):
     ax.set_title("Loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy(records, path, window=20):
@@ -74,7 +67,7 @@ def plot_accuracy(records, path, window=20):
     ax.set_title("Accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr(records, path, title="Learning rate"):
@@ -90,34 +83,7 @@ def plot_lr(records, path, title="Learning rate"):
     ax.set_ylabel("lr")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_confusion(matrix, path, class_names=None, title="Confusion matrix (rows: true class)"):
-    matrix = np.asarray(matrix, dtype=np.float64)
-    rows = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    n = matrix.shape[0]
-    size = min(max(5.0, n * 0.16), 18.0)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(normalised, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if class_names is not None and n <= 120:
-        fontsize = 8 if n <= 20 else max(3, int(600 / n))
-        ax.set_xticks(range(n))
-        ax.set_yticks(range(n))
-        ax.set_xticklabels(class_names, rotation=90, fontsize=fontsize)
-        ax.set_yticklabels(class_names, fontsize=fontsize)
-    if n <= 20:  # small matrices: the counts themselves
-        for i in range(n):
-            for j in range(n):
-                if matrix[i, j]:
-                    ax.text(j, i, "%d" % matrix[i, j], ha="center", va="center", fontsize=8,
-                            color="black" if normalised[i, j] > 0.6 else "white")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_run(output_dir, confusion=None, class_names=None, window=20):

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 
 from food101.caffe2.errors import Caffe2Error
+from food101.fileio import atomic_write
 
 DEFAULT_BASE_URL = "https://s3.amazonaws.com/download.caffe2.ai/models"
 BASE_URL_ENV = "FOOD101_ZOO_BASE_URL"
@@ -216,8 +217,6 @@ def _record(dest, filename, url, path, expected):
     record[filename] = {"url": url, "size": os.path.getsize(path), "sha256": sha256_of(path),
                         "verified_against": "published sha256" if expected else "format check only",
                         "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = record_path + ".tmp"
-    with open(tmp, "w") as fh:
+    with atomic_write(record_path, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=1, sort_keys=True)
         fh.write("\n")
-    os.replace(tmp, record_path)

@@ -23,11 +23,12 @@ import hashlib
 import numpy as np
 
 from food101.caffe2.errors import closest
+from food101.data.augment import BGR_MEAN
+from food101.caffe2.utils import ArgsToDict, set_arg
 from food101.zoo import _nets
 from food101.zoo.model import ZooError, find_classifier
 from food101.zoo.surgery import replace_classifier
 
-DEFAULT_MEAN_BGR = (104.0, 117.0, 123.0)
 INPUT_KINDS = ("uint8", "float")
 
 
@@ -52,7 +53,7 @@ class FinetuneInfo:
 
 
 def build_finetune_model(zoo_model, num_classes=None, is_test=False, name=None, input_kind="uint8",
-                         mean=DEFAULT_MEAN_BGR, freeze_up_to=None, unfreeze_from=None, lr_mult=None,
+                         mean=BGR_MEAN, freeze_up_to=None, unfreeze_from=None, lr_mult=None,
                          train_dropout=True, weight_init="msra", class_names=None, with_loss=True,
                          top5=True, add_gradients=True, param_model=None):
     """A ModelHelper holding the zoo model with a new `num_classes`-way classifier.
@@ -191,13 +192,13 @@ def _phase_op(op, train, dropout_train):
             y, mean, var = op.output[0], op.input[3], op.input[4]
             del op.output[:]
             op.output.extend([y, mean, var, y + "_sm", y + "_siv"])
-            _nets.set_arg(op, "is_test", 0)
+            set_arg(op, "is_test", 0)
         else:
             del op.output[1:]
-            _nets.set_arg(op, "is_test", 1)
+            set_arg(op, "is_test", 1)
     elif op.type == "Dropout":
         del op.output[1:]
-        _nets.set_arg(op, "is_test", 0 if dropout_train else 1)
+        set_arg(op, "is_test", 0 if dropout_train else 1)
         if dropout_train:
             op.output.append("_" + op.output[0] + "_mask")
     return op
@@ -257,13 +258,13 @@ def _add_classifier(model, brew, core, zoo, clf, op, init_params):
     """The new classifier through brew (params with Caffe2's tags and ParameterInfo), its
     initialisation taken from the zoo model's init net (the fill replace_classifier chose).
     FC classifiers and blob names brew would not choose keep the zoo op as it is."""
-    args = _nets.op_args(op)
+    args = ArgsToDict(op.arg)
     w_shape = zoo.param_shapes[clf.weight]
     inits = {o: fill for fill in zoo.init_net.op for o in fill.output}
 
     def initializer(blob):
         fill = inits[blob]
-        fill_args = {k: v for k, v in _nets.op_args(fill).items() if k != "shape"}
+        fill_args = {k: v for k, v in ArgsToDict(fill.arg).items() if k != "shape"}
         return (fill.type, fill_args) if init_params else None
 
     brew_names = {clf.weight: clf.output + "_w"}

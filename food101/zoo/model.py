@@ -19,6 +19,7 @@ import torch
 
 from food101.caffe2.errors import Caffe2Error, ProtobufParseError
 from food101.caffe2.proto import caffe2_pb2, load_net, save_net
+from food101.caffe2.utils import GIVEN_FILLS, external_reads, given_fill_value
 from food101.zoo import _nets
 
 INIT_NET = "init_net.pb"
@@ -142,8 +143,8 @@ class ZooModel:
         out = OrderedDict()
         rest = caffe2_pb2.NetDef(name=self.init_net.name)
         for op in self.init_net.op:
-            if op.type in _nets.GIVEN_FILLS and len(op.output) == 1:
-                out[op.output[0]] = _nets.given_fill_value(op)
+            if op.type in GIVEN_FILLS and len(op.output) == 1:
+                out[op.output[0]] = given_fill_value(op)
             else:
                 rest.op.append(op)
         if rest.op:
@@ -273,7 +274,7 @@ def _default_output(predict_net):
 
 def _guess_input(init_net, predict_net):
     created = set(_param_shapes(init_net))
-    for name in _nets.external_reads(predict_net):
+    for name in external_reads(predict_net):
         if name not in created:
             return name
     raise ZooError("predict net %r reads no blob the init net does not create: cannot tell its input"
@@ -295,7 +296,7 @@ def _param_shapes(init_net):
 
 def check_complete(model):
     """Every blob the predict net reads, except the input, must come from the init net."""
-    reads = _nets.external_reads(model.predict_net)
+    reads = external_reads(model.predict_net)
     if model.input_name not in reads:
         raise ZooError("predict net %r never reads the input blob %r named in value_info.json "
                        "(it reads: %s)" % (model.name, model.input_name, ", ".join(reads[:8])))

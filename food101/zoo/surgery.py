@@ -15,6 +15,7 @@ The output blob (`softmaxout`) is unchanged, now N x num_classes x 1 x 1.
 """
 import os
 
+from food101.caffe2.utils import make_op
 from food101.zoo import _nets
 from food101.zoo.download import models_dir
 from food101.zoo.model import ZooError, find_classifier, read_labels
@@ -66,9 +67,9 @@ def replace_classifier(model, num_classes=101, class_names=None, weight_init="ms
     del init.op[:]
     init.op.extend(keep)
     fill_type, fill_args = fill
-    init.op.append(_nets.make_op(fill_type, [], [clf.weight], shape=list(new_shape), **fill_args))
+    init.op.append(make_op(fill_type, [], [clf.weight], shape=list(new_shape), **fill_args))
     if clf.bias:
-        init.op.append(_nets.make_op("ConstantFill", [], [clf.bias], shape=[num_classes],
+        init.op.append(make_op("ConstantFill", [], [clf.bias], shape=[num_classes],
                                      value=float(bias_init)))
     predict = _nets.clone(model.predict_net)
     _rename_external(init, replaced)

@@ -12,7 +12,7 @@ import torch
 
 from food101.caffe2 import caffe2_pb2, workspace
 from food101.caffe2.errors import Caffe2Error, OperatorError
-from food101.caffe2.core import MakeArgument
+from food101.caffe2.utils import make_op
 from food101.caffe2.ops.learning_rate import (LR_POLICIES, LRPolicyError, Mutex, check_schedule,
                                               learning_rate)
 from food101.caffe2.ops.utility import format_tensor
@@ -30,12 +30,6 @@ FILL_STATS = _load_json("fill_stats.json")
 LR_CASES = _load_json("learning_rate.json")
 UPDATE_CASES = [c for c in _load_json("index.json")
                 if c["op_type"] in ("MomentumSGDUpdate", "WeightedSum")]
-
-
-def make_op(op_type, inputs, outputs, **args):
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    op.arg.extend(MakeArgument(k, v) for k, v in args.items())
-    return op
 
 
 def run(op_type, inputs=(), outputs=("Y",), **args):

@@ -90,7 +90,7 @@ def test_too_big_for_the_gpu_is_a_clear_error(built, monkeypatch):
 
 
 def test_training_run_equals_the_lmdb_run(built, tmp_path, monkeypatch):
-    from food101.train import checkpoint as ckpt
+    from food101 import checkpoint as ckpt
     from food101.train import config as C
     from food101.train import fine_tune
     from food101.train.metrics import read_jsonl

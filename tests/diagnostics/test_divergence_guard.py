@@ -19,7 +19,7 @@ import torch
 from food101.caffe2 import core, model_helper, optimizer, workspace
 from food101.caffe2.proto import caffe2_pb2
 from food101.data.reader import LMDBReader
-from food101.train.checkpoint import save_checkpoint
+from food101.checkpoint import save_checkpoint
 from food101.diagnostics import Diagnostics, DivergenceGuard, demo, reproduce
 
 CLASSES, BATCH, RECORDS, POISONED = 4, 8, 48, 21

@@ -1,4 +1,4 @@
-"""food101.interop.export.to_caffe2: a deployable Model Zoo folder of the fine-tuned 101-way model."""
+"""food101.interop.deploy.to_caffe2: a deployable Model Zoo folder of the fine-tuned 101-way model."""
 import json
 import os
 
@@ -7,7 +7,7 @@ import pytest
 from tests.support.export_helpers import fine_tuned, run_deploy
 
 from food101 import zoo
-from food101.interop import export
+from food101.interop import deploy, export
 from food101.caffe2 import workspace
 from food101.caffe2.proto import caffe2_pb2, load_net
 from tests.support import REPO
@@ -37,7 +37,7 @@ def trained():
 def exported(trained, tmp_path_factory):
     train, weights = trained
     dest = tmp_path_factory.mktemp("deploy")
-    model = export.to_caffe2(train, dest, weights=weights)
+    model = deploy.to_caffe2(train, dest, weights=weights)
     return dest, model
 
 
@@ -93,30 +93,30 @@ def test_export_from_the_current_workspace(trained, tmp_path):
     train, weights = trained
     for name, value in weights.items():
         workspace.FeedBlob(name, value)
-    model = export.to_caffe2(train.finetune.deploy, tmp_path / "ws")
+    model = deploy.to_caffe2(train.finetune.deploy, tmp_path / "ws")
     np.testing.assert_array_equal(model.weights()["conv10_b"], weights["conv10_b"])
 
 
 def test_missing_trained_blob_is_named(trained, tmp_path):
     train, weights = trained
     partial = {k: v for k, v in weights.items() if k != "conv10_w"}
-    with pytest.raises(export.ExportError, match="conv10_w"):
-        export.to_caffe2(train, tmp_path / "x", weights=partial)
-    with pytest.raises(export.ExportError, match="current workspace lacks"):
-        export.to_caffe2(train, tmp_path / "y")
+    with pytest.raises(deploy.ExportError, match="conv10_w"):
+        deploy.to_caffe2(train, tmp_path / "x", weights=partial)
+    with pytest.raises(deploy.ExportError, match="current workspace lacks"):
+        deploy.to_caffe2(train, tmp_path / "y")
 
 
 def test_wrong_number_of_labels(trained, tmp_path):
     train, weights = trained
-    with pytest.raises(export.ExportError, match="3 class names for a 101-way model"):
-        export.to_caffe2(train, tmp_path / "x", weights=weights, class_names=["a", "b", "c"])
+    with pytest.raises(deploy.ExportError, match="3 class names for a 101-way model"):
+        deploy.to_caffe2(train, tmp_path / "x", weights=weights, class_names=["a", "b", "c"])
 
 
 def test_unfrozen_spatial_bn_exports_in_test_mode_with_its_statistics(tmp_path):
     from tests.support.zoo_models import bn_zoo_model
     train, weights = fine_tuned(zoo_model=bn_zoo_model(), num_classes=5, unfreeze_from="c1", size=12)
     assert not np.allclose(weights["bn1_rm"], bn_zoo_model().weights()["bn1_rm"])  # trained stats
-    model = export.to_caffe2(train, tmp_path / "bn", weights=weights)
+    model = deploy.to_caffe2(train, tmp_path / "bn", weights=weights)
     bns = [op for op in model.predict_net.op if op.type == "SpatialBN"]
     assert bns and all(len(op.output) == 1 for op in bns)
     x = np.random.RandomState(1).randn(3, 3, 12, 12).astype(np.float32)
@@ -126,7 +126,7 @@ def test_unfrozen_spatial_bn_exports_in_test_mode_with_its_statistics(tmp_path):
 def test_export_model_from_a_training_checkpoint(trained, tmp_path):
     from tests.support.export_helpers import ZOO
 
-    from food101.train.checkpoint import save_checkpoint
+    from food101.checkpoint import save_checkpoint
     train, weights = trained
     blobs = dict(weights, conv10_w_momentum=np.zeros((101, 512, 1, 1), np.float32))
     ckpt = save_checkpoint(str(tmp_path / "run_iter_2.ckpt"), iteration=2,

@@ -1,4 +1,4 @@
-"""food101.interop.export.to_onnx: checked with onnx.checker, reproduced by onnx.reference within 1e-4."""
+"""food101.interop.onnx_export.to_onnx: checked with onnx.checker, reproduced by onnx.reference within 1e-4."""
 import importlib.util
 import os
 
@@ -10,10 +10,10 @@ from tests.support.export_helpers import ZOO, fine_tuned, run_deploy  # noqa: E4
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from food101 import zoo
-from food101.interop import export
+from food101.interop import onnx_export as export  # noqa: E402
 from food101.interop.onnx_import import from_onnx  # noqa: E402
 from food101.caffe2.proto import caffe2_pb2  # noqa: E402
-from food101.zoo import _nets  # noqa: E402
+from food101.caffe2.utils import given_fill, make_op
 from tests.support import REPO
 
 REPO = REPO
@@ -96,9 +96,9 @@ def test_spatial_bn_model_exports_at_opset15_and_matches(tmp_path):
 def _small_zoo(ops, params, input_shape, output):
     predict = caffe2_pb2.NetDef(name="small")
     for op_type, inputs, outputs, args in ops:
-        predict.op.append(_nets.make_op(op_type, inputs, outputs, **args))
+        predict.op.append(make_op(op_type, inputs, outputs, **args))
     init = caffe2_pb2.NetDef(name="small_init")
-    init.op.extend(_nets.given_fill(k, v) for k, v in params.items())
+    init.op.extend(given_fill(k, v) for k, v in params.items())
     predict.external_input.extend(["data"] + list(params))
     predict.external_output.append(output)
     return zoo.ZooModel(init, predict, "data", input_shape)

@@ -146,7 +146,8 @@ def main():
     p.add_argument("--checkpoint")
     p.add_argument("--timeout", type=float, default=20.0)
     args = p.parse_args()
-    from food101.train import checkpoint, distributed
+    from food101 import checkpoint
+    from food101.train import distributed
     ctx = distributed.init_distributed(backend="gloo", device_type="cpu", timeout_s=args.timeout)
     rank, world = ctx.rank, ctx.world_size
     try:

@@ -2,7 +2,7 @@
 import numpy as np
 
 from food101.caffe2.proto import caffe2_pb2
-from food101.zoo import _nets
+from food101.caffe2.utils import given_fill, make_op
 from food101.zoo.model import ZooModel
 
 
@@ -25,7 +25,7 @@ def bn_zoo_model(num_classes=10):
     ]
     predict = caffe2_pb2.NetDef(name="bn_net")
     for op_type, inputs, outputs, args in ops:
-        predict.op.append(_nets.make_op(op_type, inputs, outputs, order="NCHW", **args))
+        predict.op.append(make_op(op_type, inputs, outputs, order="NCHW", **args))
     shapes = {"c1_w": (4, 3, 3, 3), "c1_b": (4,), "c2_w": (6, 4, 1, 1), "c2_b": (6,),
               "conv10_w": (num_classes, 6, 1, 1), "conv10_b": (num_classes,)}
     for bn, c in (("bn1", 4), ("bn2", 6)):
@@ -35,7 +35,7 @@ def bn_zoo_model(num_classes=10):
         value = rs.randn(*shape).astype(np.float32) * 0.3
         if name.endswith("_riv"):
             value = np.abs(value) + 0.5
-        init.op.append(_nets.given_fill(name, value))
+        init.op.append(given_fill(name, value))
     predict.external_input.extend(["data"] + list(shapes))
     predict.external_output.append("softmaxout")
     return ZooModel(init, predict, "data", (1, 3, 12, 12))

@@ -22,6 +22,7 @@ from tests.support import distributed_worker as worker
 from food101.caffe2 import core, data_parallel_model as dpm, model_helper, workspace
 from food101.caffe2.ops.collective import CollectiveError, CommonWorld
 from food101.caffe2.ops.learning_rate import learning_rate
+from food101.caffe2.utils import ArgsToDict
 from food101.train import distributed
 from tests.support import REPO, ZOO
 
@@ -122,7 +123,7 @@ def test_a_dead_rank_fails_the_job_with_a_clear_message(job):
 
 
 def test_resume_from_the_last_checkpoint_completes(job, tmp_path):
-    from food101.train.checkpoint import latest_checkpoint
+    from food101.checkpoint import latest_checkpoint
     last = latest_checkpoint(str(job.out))
     assert last.endswith("snap_iter_2.ckpt")
     results, _ = launch("resume", tmp_path, "--checkpoint", last, "--steps", str(STEPS + 1))
@@ -233,9 +234,8 @@ def test_linear_scaling_rule():
 
 
 def _lr_op(net):
-    from food101.caffe2.ops.registry import argument_value
     op = next(op for op in net.Proto().op if op.type == "LearningRate")
-    return {a.name: argument_value(a) for a in op.arg}
+    return ArgsToDict(op.arg)
 
 
 def _rates(net, iterations):
@@ -315,7 +315,7 @@ def test_train_py_distributed_equals_one_process_and_resumes_exactly(tmp_path):
     from food101.data.writer import build_lmdb
     from food101.train import config as C
     from food101.train import fine_tune
-    from food101.train.checkpoint import load_checkpoint
+    from food101.checkpoint import load_checkpoint
     dataset = make_demo_dataset(str(tmp_path / "food"), train_per_class=16, test_per_class=1,
                                 max_side=64, seed=0)
     lmdb = str(tmp_path / "train_lmdb")

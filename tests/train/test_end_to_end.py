@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from food101.train import checkpoint as ckpt
+from food101 import checkpoint as ckpt
 from food101.train import config as C
 from food101.train import fine_tune, schedule
+from food101.caffe2.utils import ArgsToDict
 from food101.inference.evaluate import evaluate_model
 from food101.train.loop import Trainer
 from food101.train.metrics import read_jsonl
@@ -229,8 +230,8 @@ def test_train_tool_print_config(capsys, tmp_path):
 
 def test_lr_multipliers_give_their_own_learning_rate_ops(demo):
     from food101.caffe2 import core
-    from food101.caffe2.ops.registry import argument_value
-    from food101.train.loop import build_training_nets, own_workspace
+    from food101.train.loop import own_workspace
+    from food101.train.nets import build_training_nets
     cfg = demo_config(demo, demo["root"] / "mult", **{"model.backbone_lr_mult": 0.25,
                                                        "model.unfreeze_from": "fire9"})
     with own_workspace():
@@ -238,7 +239,7 @@ def test_lr_multipliers_give_their_own_learning_rate_ops(demo):
     rates = {}
     for op in nets.update.op:
         if op.type == "LearningRate":
-            rates[op.output[0]] = {a.name: argument_value(a) for a in op.arg}["base_lr"]
+            rates[op.output[0]] = ArgsToDict(op.arg)["base_lr"]
     assert sorted(rates.values()) == pytest.approx([0.0005 * 0.25, 0.0005])
     assert rates[nets.lr_blob] == pytest.approx(0.0005) and nets.lr_scale == 1.0
     updated = {op.input[3] for op in nets.update.op if op.type == "MomentumSGDUpdate"}

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from food101.train import checkpoint as ckpt
+from food101 import checkpoint as ckpt
 from food101.inference.evaluate import ClassificationMetrics, summary_lines, write_results
 from food101.train.metrics import JsonlWriter, SmoothedLoss, read_jsonl, eval_log_lines, train_log_lines
-from food101.train.plots import plot_confusion, plot_run
+from food101.inference.plots import plot_confusion
+from food101.train.plots import plot_run
 
 
 # ------------------------------------------------------------------------------ checkpoints

@@ -9,7 +9,7 @@ from tests.support import REPO, ZOO
 from tests.support.zoo_models import bn_zoo_model
 from food101.caffe2 import workspace
 from food101.caffe2.proto import caffe2_pb2
-from food101.zoo import _nets
+from food101.caffe2.utils import ArgsToDict
 
 MEAN = np.array([104.0, 117.0, 123.0], np.float32)
 
@@ -30,7 +30,7 @@ def _ops(model, op_type=None):
 
 
 def _arg(op, name):
-    return _nets.op_args(op).get(name)
+    return ArgsToDict(op.arg).get(name)
 
 
 def _batch(rs, n=2, size=64, classes=101):

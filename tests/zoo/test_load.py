@@ -10,6 +10,7 @@ from food101 import zoo
 from tests.support import REPO, ZOO
 from food101.caffe2.errors import ProtobufParseError
 from food101.caffe2.proto import load_net, save_net
+from food101.caffe2.utils import make_op
 
 
 
@@ -184,7 +185,7 @@ def test_locate_prefers_verified_real_files(tmp_path):
 def test_an_input_placeholder_in_the_init_net_is_not_a_param(tmp_path):
     folder = _copy_zoo(tmp_path)
     init = load_net(folder / "init_net.pb")
-    init.op.append(zoo._nets.make_op("ConstantFill", [], ["data"], shape=[1, 3, 227, 227], value=0.0))
+    init.op.append(make_op("ConstantFill", [], ["data"], shape=[1, 3, 227, 227], value=0.0))
     save_net(init, str(folder / "init_net.pb"))
     m = zoo.load(folder)
     assert "data" not in m.params and len(m.params) == 52

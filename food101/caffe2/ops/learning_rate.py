@@ -28,7 +28,8 @@ import threading
 import torch
 
 from food101.caffe2.errors import OperatorError, closest, enforce
-from food101.caffe2.ops.registry import argument_value, operator
+from food101.caffe2.ops.registry import operator
+from food101.caffe2.utils import ArgsToDict, set_arg
 
 log = logging.getLogger(__name__)
 
@@ -611,10 +612,22 @@ class _CompositeFromOp:
 
     def resolve(self, op_def):
         if self.schedule is None:
-            args = {a.name: argument_value(a) for a in op_def.arg}
-            args = {k: v for k, v in args.items() if k not in ("base_lr", "policy")}
+            args = {k: v for k, v in ArgsToDict(op_def.arg).items() if k not in ("base_lr", "policy")}
             self.schedule = LRSchedule("composite", self.base_lr, args)
         return self.schedule
+
+
+def scale_base_lr(netdef, factor):
+    """Multiply the base_lr of every LearningRate op of `netdef` by `factor`, in place (the
+    rollback of the divergence guard, the distributed lr scaling rule).
+    Returns [(op index, old base_lr, new base_lr)]."""
+    changed = []
+    for index, op in enumerate(netdef.op):
+        old = ArgsToDict(op.arg).get("base_lr") if op.type == "LearningRate" else None
+        if old is not None:
+            set_arg(op, "base_lr", float(old) * factor)
+            changed.append((index, float(old), float(old) * factor))
+    return changed
 
 
 def learning_rate_op(ITER, *, schedule=None, ctx):

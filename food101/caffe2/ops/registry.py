@@ -23,6 +23,7 @@ ops that are not differentiable at all (Accuracy, Iter, fills) say `grad_inputs=
 import inspect
 
 from food101.caffe2.errors import UnknownOperatorError, closest
+from food101.caffe2.utils import ArgsToDict
 
 _REGISTRY = {}
 
@@ -89,40 +90,12 @@ def registered_types():
     return sorted(_REGISTRY)
 
 
-def argument_value(arg):
-    """The Python value of one caffe2_pb2.Argument (Caffe2 sets exactly one field)."""
-    if arg.HasField("f"):
-        return arg.f
-    if arg.HasField("i"):
-        return arg.i
-    if arg.HasField("s"):
-        return _text(arg.s)
-    if arg.HasField("n"):
-        return arg.n
-    if len(arg.floats):
-        return list(arg.floats)
-    if len(arg.ints):
-        return list(arg.ints)
-    if len(arg.strings):
-        return [_text(s) for s in arg.strings]
-    if len(arg.nets):
-        return list(arg.nets)
-    return []  # an empty repeated argument
-
-
-def _text(raw):
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-
-
 def parse_arguments(schema, op_def):
     """OperatorDef.arg -> keyword arguments for `schema.fn`, with Caffe2's defaults.
 
     Arguments the op does not know are ignored, as Caffe2 does (engine hints and
     arguments of other implementations travel in real nets)."""
-    given = {a.name: argument_value(a) for a in op_def.arg}
+    given = ArgsToDict(op_def.arg)
     kwargs = {k: v for k, v in given.items() if k in schema.arg_names}
     if schema.prepare is not None:
         kwargs = schema.prepare(dict(schema.arg_defaults, **kwargs))

@@ -11,7 +11,6 @@ uint16 bit patterns in int32_data. ``raw_data`` (little endian) and ``byte_data`
 raw bytes of a small integer type are read too.
 """
 import os
-import tempfile
 
 import numpy as np
 from google.protobuf import message as _message
@@ -19,6 +18,7 @@ from google.protobuf import text_format
 
 from food101.caffe2.errors import Caffe2Error, ProtobufParseError
 from food101.caffe2.proto import caffe2_pb2
+from food101.fileio import write_bytes
 
 TEXT_EXTENSIONS = (".pbtxt", ".prototxt", ".pbtext", ".txt")
 BINARY_EXTENSIONS = (".pb",)
@@ -153,19 +153,7 @@ def save_net(proto, path):
         data = text_format.MessageToString(proto).encode("utf-8")
     else:
         data = proto.SerializeToString()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_bytes(path, data)
 
 
 save_proto = save_net

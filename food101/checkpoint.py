@@ -11,18 +11,20 @@ One checkpoint is one `torch.save` file:
      config:  the effective config as a plain dict
      trainer: the loop's own state (smoothed-loss window, best accuracy, ...)}
 
-Writing goes to `<path>.tmp.<pid>`, is flushed and fsync'ed, then `os.replace`d onto the final
-name, so a crash (or a second Ctrl-C) never leaves a half-written checkpoint under the real name.
+Writing goes through `food101.fileio.atomic_write` (a temporary file in the same folder, fsync,
+`os.replace`), so a crash (or a second Ctrl-C) never leaves a half-written checkpoint under the
+real name.
 `latest_checkpoint(folder)` finds the newest `*_iter_<N>.ckpt` for `--resume FOLDER`.
 """
 import glob
 import os
 import random
 import re
-import shutil
 
 import numpy as np
 import torch
+
+from food101.fileio import atomic_write
 
 FORMAT = "food101-checkpoint/1"
 SUFFIX = ".ckpt"
@@ -84,16 +86,8 @@ def save_checkpoint(path, *, iteration, blobs, reader=None, rng=None, config=Non
     }
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 
@@ -128,9 +122,3 @@ def latest_checkpoint(folder):
     return best
 
 
-def copy_atomic(src, dst):
-    """Copy a finished checkpoint to another name (the best-by-validation copy)."""
-    tmp = "%s.tmp.%d" % (dst, os.getpid())
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    return dst

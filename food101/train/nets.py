@@ -1,0 +1,140 @@
+"""The nets of a fine-tuning run, built from the zoo model with ModelHelper/brew/optimizer.
+
+The train model is one ModelHelper net, built by `food101.zoo.finetune` and
+`food101.caffe2.optimizer`, then split at its AutogradGradient op into a forward/backward net and
+an update net (`split_at_gradient`), so gradient accumulation adds two tiny ops
+(`add_accumulation`) and bf16 autocast wraps only the forward/backward part (params, gradients
+and the update stay float32). `TrainingNets` carries them with the blob names the engine feeds
+and reads.
+"""
+import dataclasses
+import os
+
+from food101 import zoo
+from food101.caffe2 import core, optimizer
+from food101.caffe2.executor import AUTOGRAD_OP
+from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.utils import ArgsToDict
+from food101.train import config as C
+
+
+class TrainingError(RuntimeError):
+    """The run cannot start or go on (no GPU for --gpu, missing LMDB, a bad checkpoint, ...)."""
+
+
+@dataclasses.dataclass
+class TrainingNets:
+    """The nets of a run and the blob names the driver feeds and reads."""
+    fwd_bwd: caffe2_pb2.NetDef
+    update: caffe2_pb2.NetDef
+    test: caffe2_pb2.NetDef
+    init: list                      # NetDefs run once (param init, optimizer state)
+    data: str                       # float NCHW input (augmented, mean subtracted)
+    label: str
+    loss: str
+    accuracy: str
+    probs: str                      # class probabilities of the test net
+    params: list                    # trained params
+    lr_blob: str                    # the LearningRate output logged as "lr"
+    lr_scale: float                 # 1.0, or base_lr / that op's base_lr (lr multipliers)
+    class_names: list
+    train_model: object = None      # the train ModelHelper (its finetune.deploy is exported)
+    zoo_note: str = ""              # which zoo weights (real, or the stand-in and why)
+    frozen_blobs: list = dataclasses.field(default_factory=list)
+    zoo_model: object = None        # the zoo model as loaded (its pretrained values)
+
+
+def split_at_gradient(netdef, name):
+    """(forward+backward ops, update ops) of a train net, split after its AutogradGradient op."""
+    index = next((i for i, op in enumerate(netdef.op) if op.type == AUTOGRAD_OP), None)
+    if index is None:
+        raise TrainingError("the train net %r has no gradient op; call AddGradientOperators "
+                            "before building the optimizer" % netdef.name)
+    fwd_bwd = caffe2_pb2.NetDef()
+    fwd_bwd.CopyFrom(netdef)
+    fwd_bwd.name = name + "_fwd_bwd"
+    del fwd_bwd.op[index + 1:]
+    update = caffe2_pb2.NetDef()
+    update.CopyFrom(netdef)
+    update.name = name + "_update"
+    del update.op[:index + 1]
+    return fwd_bwd, update
+
+
+def add_accumulation(fwd_bwd, update, grads, iter_size):
+    """Gradient accumulation in Caffe2 ops: each forward/backward pass adds its gradients into
+    <grad>_acc; the update net first sets <grad> = <grad>_acc / iter_size, and after the update
+    zeroes the accumulator for the next one. Returns {accumulator: gradient} to initialise."""
+    accumulators = {}
+    for grad in grads:
+        acc = grad + "_acc"
+        accumulators[acc] = grad
+        fwd_bwd.op.extend([core.CreateOperator("Sum", [acc, grad], [acc])])
+    scale_ops = [core.CreateOperator("Scale", [acc], [grad], scale=1.0 / iter_size)
+                 for acc, grad in accumulators.items()]
+    reset_ops = [core.CreateOperator("Scale", [acc], [acc], scale=0.0) for acc in accumulators]
+    ops = scale_ops + list(update.op) + reset_ops
+    del update.op[:]
+    update.op.extend(ops)
+    return accumulators
+
+
+def load_zoo_model(model_cfg):
+    """The zoo SqueezeNet: model.zoo_dir, else the downloaded one, else the seeded stand-in."""
+    if model_cfg.zoo_dir:
+        if not os.path.isdir(model_cfg.zoo_dir):
+            raise TrainingError("model.zoo_dir: %s is not a folder (expected the zoo's "
+                                "predict_net.pb and init_net.pb)" % model_cfg.zoo_dir)
+        return zoo.load(model_cfg.zoo_dir), "%s" % model_cfg.zoo_dir
+    location = zoo.locate_squeezenet()
+    return location.load(), location.note
+
+
+def build_training_nets(cfg, class_names, device_option):
+    """Train (forward+backward, update) and test nets of the fine-tuning run, on the device."""
+    model_cfg, solver = cfg.model, cfg.solver
+    zoo_model, zoo_note = load_zoo_model(model_cfg)
+    food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
+                                  weight_init=model_cfg.weight_init)
+    choice = dict(freeze_up_to=model_cfg.freeze_up_to or None,
+                  unfreeze_from=model_cfg.unfreeze_from or None)
+    optimizer.reset_optimizer_instance_count()  # stable blob names: checkpoints resume anywhere
+    with core.DeviceScope(device_option):
+        train = zoo.build_finetune_model(food, input_kind="float", train_dropout=model_cfg.train_dropout,
+                                         class_names=list(class_names), **choice)
+        info = train.finetune
+        for p in info.new_params:
+            info.lr_mult[p] = model_cfg.new_lr_mult
+        for p in info.zoo_params:
+            info.lr_mult[p] = model_cfg.backbone_lr_mult
+        policy_args = C.lr_policy_args(solver)
+        zoo.build_finetune_sgd(train, solver.base_lr, weight_decay=solver.weight_decay or None,
+                               policy=solver.lr_policy, momentum=solver.momentum,
+                               nesterov=int(solver.nesterov), **policy_args)
+        test = zoo.build_finetune_model(food, is_test=True, param_model=train, input_kind="float",
+                                        class_names=list(class_names), with_loss=False, **choice)
+    for net in (train.param_init_net, train.net, test.net):
+        net.Proto().device_option.CopyFrom(device_option)
+    fwd_bwd, update = split_at_gradient(train.net.Proto(), train.net.Proto().name)
+    lr_blob, lr_scale = _base_lr_blob(update, solver.base_lr)
+    return TrainingNets(
+        fwd_bwd=fwd_bwd, update=update, test=test.net.Proto(), init=[train.param_init_net.Proto()],
+        data=info.input_blob, label=info.label_blob, loss=info.loss_blob,
+        accuracy=info.accuracy_blob, probs=test.finetune.output_blob,
+        params=[str(p) for p in train.GetParams()], lr_blob=lr_blob, lr_scale=lr_scale,
+        class_names=list(class_names), train_model=train, zoo_note=zoo_note,
+        frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model)
+
+
+def _base_lr_blob(update, base_lr):
+    """The LearningRate output whose base_lr is solver.base_lr (others carry lr multipliers),
+    and the factor that turns any of them into the base rate when no param uses the base."""
+    candidates = []
+    for op in update.op:
+        if op.type == "LearningRate":
+            args = ArgsToDict(op.arg)
+            candidates.append((abs(abs(args["base_lr"]) - base_lr), op.output[0], abs(args["base_lr"])))
+    if not candidates:
+        raise TrainingError("the update net has no LearningRate op (no trainable params?)")
+    _, blob, op_base = min(candidates)
+    return blob, (1.0 if abs(op_base - base_lr) <= 1e-7 * base_lr else base_lr / op_base)
