@@ -54,11 +54,6 @@ def IsOperator(op_type):
     return True
 
 
-def IsOperatorWithEngine(op_type, engine):
-    # Engines select kernels in Caffe2; here every engine runs the op's one implementation.
-    return IsOperator(op_type)
-
-
 def _op_factory_or_error(op_type, net_name):
     """Raise AttributeError (so hasattr() works) naming the net and the closest op types."""
     if op_type.startswith("__"):
@@ -798,7 +793,7 @@ def _engine_is_known(engine):
                       "DEPTHWISE_3x3", "CUDA", "HIP", "MIOPEN")
 
 
-def IsOperatorWithEngine(op_type, engine):  # noqa: F811 (replaces the any-engine version)
+def IsOperatorWithEngine(op_type, engine):
     """True for a registered op and an engine Caffe2 ships (all run the one torch kernel);
     False for an engine name Caffe2 does not know."""
     return IsOperator(op_type) and _engine_is_known(engine)
