@@ -38,7 +38,12 @@ GIVEN_FILLS = {
 
 
 def as_netdef(net):
-    """The caffe2_pb2.NetDef of a core.Net (its live proto) or of a NetDef (itself)."""
+    """The caffe2_pb2.NetDef of a core.Net (its live proto), of a NetDef (itself) or of a
+    serialized NetDef (bytes, as Caffe2's workspace functions also accept)."""
+    if isinstance(net, bytes):
+        netdef = caffe2_pb2.NetDef()
+        netdef.ParseFromString(net)
+        return netdef
     return net.Proto() if hasattr(net, "Proto") else net
 
 

@@ -230,6 +230,8 @@ def RunNetOnce(net):
 
 def RunOperatorOnce(operator):
     from food101.caffe2.proto import caffe2_pb2
+    if isinstance(operator, bytes):  # a serialized OperatorDef, as Caffe2 accepts
+        operator = caffe2_pb2.OperatorDef.FromString(operator)
     netdef = caffe2_pb2.NetDef(name="RunOperatorOnce")
     netdef.op.append(operator)
     PreparedNet(netdef, _current).run()
@@ -316,6 +318,11 @@ def CreateBlob(name):
     return True
 
 
+def FetchTorch(name):
+    """The blob as a torch tensor (Caffe2 returned a torch view of the blob)."""
+    return FetchTensor(name)
+
+
 def GetBlobSizeBytes(name):
     value = FetchTensor(name)
     return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
@@ -342,7 +349,7 @@ def StringifyProto(obj):
 
 
 def RootFolder():
-    return ""
+    return "."  # Caffe2's default root folder: relative paths resolve from the process's cwd
 
 
 def GetCuDNNVersion():
