@@ -810,7 +810,7 @@ def InferOpDeviceAsBlobDevices(op):
 
 def get_ssa(net, blob_versions=None):
     """Caffe2's SSA view of a net: ([(inputs, outputs) per op as (name, version)], versions)."""
-    proto = _as_netdef(net)
+    proto = as_netdef(net)
     versions = dict(blob_versions or {})
     ssa = []
     for op in proto.op:

@@ -54,7 +54,16 @@ class Workspace:
         for key, value in state.items():
             self.generator(torch.device(key)).set_state(value)
 
+    def close_blobs(self):
+        # Caffe2 destroys blobs on reset, closing DB readers; LMDB allows one open environment
+        # per path in a process, so a reader left to the garbage collector blocks the next open
+        for value in self.blobs.values():
+            close = getattr(value, "close", None)
+            if callable(close) and not isinstance(value, torch.Tensor):
+                close()
+
     def reset(self):
+        self.close_blobs()
         self.blobs.clear()
         self.nets.clear()
         self._generators.clear()
@@ -98,6 +107,8 @@ def ResetWorkspace(root_folder=None):
 def ResetAll():
     """Drop every workspace but a fresh default one (test isolation)."""
     global _current
+    for workspace in _workspaces.values():
+        workspace.close_blobs()
     _workspaces.clear()
     _workspaces["default"] = _current = Workspace("default")
 
