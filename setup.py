@@ -21,6 +21,7 @@ setup(
         "matplotlib",
         "pyyaml",
         "numba",  # Caffe2's CPU MaxPool tie rule as a compiled loop; the wheel carries LLVM
+        "pydot",  # caffe2.net_drawer (rendering also needs Graphviz's `dot` program)
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
                             "six", "future", "scipy",  # Caffe2's own tests (make conformance)

@@ -22,8 +22,9 @@ _PACKAGES = {"caffe2": "caffe2", "caffe2.python": "caffe2/python", "caffe2.proto
 
 
 def _project_name(fullname):
-    if fullname == "caffe2.proto.caffe2_pb2":
-        return "food101.caffe2.proto.caffe2_pb2"
+    if fullname in ("caffe2.proto.caffe2_pb2", "caffe2.proto.metanet_pb2",
+                    "caffe2.proto.predictor_consts_pb2"):
+        return "food101.caffe2.proto." + fullname.rsplit(".", 1)[1]
     if fullname.startswith("caffe2.python."):
         return "food101.caffe2." + fullname[len("caffe2.python."):]
     return None
@@ -69,7 +70,13 @@ class Caffe2Redirect(importlib.abc.MetaPathFinder):
             if found is not None:
                 return importlib.machinery.ModuleSpec(
                     fullname, _Alias(project), is_package=found.submodule_search_locations is not None)
-        return None  # the path finder loads Caffe2's own file from the cache
+        # Caffe2's own file from the cache, found here rather than through the parent's path: a
+        # parent package the project has (caffe2.python.predictor) searches the project's folder
+        relpath = fullname.replace(".", "/")
+        for candidate in (relpath + ".py", os.path.join(relpath, "__init__.py")):
+            if os.path.exists(os.path.join(SOURCES, candidate)):
+                return importlib.util.spec_from_file_location(fullname, os.path.join(SOURCES, candidate))
+        return None
 
 
 def install():

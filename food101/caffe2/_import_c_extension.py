@@ -13,6 +13,7 @@ counts, TorchScript modules, raw TensorCPU views) raises an error that says so.
 import numpy as np
 import torch
 
+from food101.caffe2 import db as _db
 from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.executor import PreparedNet
 from food101.caffe2.ops import registry
@@ -141,9 +142,12 @@ def num_cuda_devices():
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def create_db(db_type, source, mode):
-    raise Caffe2Error("C.create_db(%r, %r): the project's DBs are opened by the DB ops "
-                      "(CreateDB / TensorProtosDBInput), not through the C module" % (db_type, source))
+class Mode:
+    """C.Mode: how create_db opens a DB (food101.caffe2.db reads the names)."""
+    read, write, new = _db.READ, _db.WRITE, _db.NEW
+
+
+create_db = _db.create_db   # minidb / lmdb: .new_transaction().put(k, v), .new_cursor(), .close()
 
 
 class ScriptModule:
@@ -152,7 +156,7 @@ class ScriptModule:
                           "supported by the project")
 
 
-__all__ = ["Blob", "Workspace", "bind", "create_db", "num_cuda_devices", "np"]
+__all__ = ["Blob", "Mode", "Workspace", "bind", "create_db", "num_cuda_devices", "np"]
 
 
 class OpSchema:

@@ -28,6 +28,7 @@ from food101.caffe2.helpers.fc import fc
 from food101.caffe2.helpers.nonlinearity import prelu, relu, tanh
 from food101.caffe2.helpers.normalization import lrn, softmax, spatial_bn
 from food101.caffe2.helpers.pooling import average_pool, max_pool, max_pool_with_index
+from food101.caffe2.helpers.tools import image_input, video_input
 from food101.caffe2.helpers.train import accuracy, add_weight_decay, iter as iter_
 from food101.caffe2.model_helper import ModelHelper
 
@@ -58,12 +59,15 @@ _registry = {
     "conv_transpose": conv_transpose,
     "group_conv": group_conv,
     "db_input": db_input,
+    "image_input": image_input,
+    "video_input": video_input,
     "add_weight_decay": add_weight_decay,
 }
 # the helpers are reached only through the wrapper (module __getattr__ below)
 del (mat_mul, reduce_sum, sub, sum_, transpose, arg_scope, concat, depth_concat, conv, conv_nd,
      conv_transpose, group_conv, db_input, dropout, fc, prelu, relu, tanh, lrn, softmax,
-     spatial_bn, average_pool, max_pool, max_pool_with_index, accuracy, add_weight_decay, iter_)
+     spatial_bn, average_pool, max_pool, max_pool_with_index, accuracy, add_weight_decay, iter_,
+     image_input, video_input)
 
 
 def _accepted_names(func):

@@ -26,6 +26,7 @@ from food101.caffe2 import gradient_defs, scope
 from food101.caffe2.errors import UnknownOperatorError
 from food101.caffe2.executor import add_gradient_ops
 from food101.caffe2.ops import registry
+from food101.caffe2.python_functions import python_op_arguments, register_python_op
 from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.utils import MakeArgument, as_netdef, make_op  # noqa: F401 (MakeArgument: core's public name)
 
@@ -51,11 +52,6 @@ def IsOperator(op_type):
     except UnknownOperatorError:
         return False
     return True
-
-
-def IsOperatorWithEngine(op_type, engine):
-    # Engines select kernels in Caffe2; here every engine runs the op's one implementation.
-    return IsOperator(op_type)
 
 
 def _op_factory_or_error(op_type, net_name):
@@ -204,6 +200,13 @@ def _RectifyInputOutput(blobs, net=None):
         return rectified
     raise TypeError("blobs must be a name, a BlobReference or a list of them, got %r of type %s"
                     % (blobs, type(blobs).__name__))
+
+
+def CreatePythonOperator(f, inputs, outputs, grad_f=None, pass_workspace=False,
+                         python_func_type=None, *args, **kwargs):
+    """An OperatorDef of the Python op running `f` (see ops/python.py)."""
+    kwargs["token"] = register_python_op(f, grad_f, python_func_type, pass_workspace=pass_workspace)
+    return CreateOperator("Python", inputs, outputs, *args, **kwargs)
 
 
 def CreateOperator(operator_type, inputs, outputs, name="", control_input=None,
@@ -599,6 +602,16 @@ class Net:
             self._op_outputs.update(o for op in self._net.op[before:] for o in op.output)
         return {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
 
+    def Python(self, f, grad_f=None, python_func_type=None, pass_workspace=False,
+               grad_output_indices=None, grad_input_indices=None):
+        """A Python function as an op: `net.Python(f, grad_f)(inputs, outputs)` (ops/python.py).
+        f / grad_f: functions (inputs, outputs[, workspace]) or (builder, args, kwargs) tuples."""
+        core_kwargs = python_op_arguments(f, grad_f, python_func_type, pass_workspace)
+        core_kwargs["grad_output_indices"] = grad_output_indices or []
+        core_kwargs["grad_input_indices"] = grad_input_indices or []
+        return lambda *args, **kwargs: self._CreateAndAddToSelf(
+            "Python", *args, **dict(kwargs, **core_kwargs))
+
     # -- op creation ----------------------------------------------------------------------------
     def _CreateAndAddToSelf(self, op_type, inputs, outputs=None, **kwargs):
         inputs = _RectifyInputOutput(inputs)
@@ -780,7 +793,7 @@ def _engine_is_known(engine):
                       "DEPTHWISE_3x3", "CUDA", "HIP", "MIOPEN")
 
 
-def IsOperatorWithEngine(op_type, engine):  # noqa: F811 (replaces the any-engine version)
+def IsOperatorWithEngine(op_type, engine):
     """True for a registered op and an engine Caffe2 ships (all run the one torch kernel);
     False for an engine name Caffe2 does not know."""
     return IsOperator(op_type) and _engine_is_known(engine)

@@ -52,6 +52,7 @@ num_threads_per_device, barrier_net_timeout_sec) are accepted and have nothing t
 """
 import logging
 import os
+import sys
 
 import torch
 
@@ -86,11 +87,31 @@ def _process_group():
     return 0, 1
 
 
+def _join_torchrun_job(cpu_device):
+    """Under torchrun (WORLD_SIZE > 1 in the environment) with no process group yet, join the
+    job, so a Caffe2 script runs unchanged (food101.train does this in init_distributed)."""
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not dist.is_available() \
+            or dist.is_initialized():
+        return
+    if not cpu_device:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
+            raise RuntimeError("Parallelize_GPU under torchrun: LOCAL_RANK=%d needs CUDA device %d, "
+                               "this node has %d; use Parallelize_CPU or fewer processes"
+                               % (local_rank, local_rank, torch.cuda.device_count()
+                                  if torch.cuda.is_available() else 0))
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="gloo" if cpu_device else "cpu:gloo,cuda:nccl")
+    log.info("Parallelize: joined the torchrun job as rank %d of %d", dist.get_rank(),
+             dist.get_world_size())
+
+
 def _local_rank():
     return int(os.environ.get("LOCAL_RANK", "0") or 0), int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
 
 
-def _this_process_device(devices, world_size):
+def _this_process_device(devices, world_size, prefix="gpu"):
     """The one device id this process drives (see the module docstring)."""
     local_rank, local_world = _local_rank()
     if devices is None:
@@ -102,13 +123,17 @@ def _this_process_device(devices, world_size):
         return devices[0]
     if world_size > 1 and len(devices) == local_world:
         return devices[local_rank]
+    script = " ".join([os.path.basename(sys.argv[0]) or "your_script.py"] + sys.argv[1:])
     raise ValueError(
         "Parallelize: devices=%s asks for %d devices in this process, but food101 runs one process "
-        "per device (this process is %s). Launch `torchrun --nproc_per_node %d ...` and pass "
-        "devices=%s (each process takes devices[LOCAL_RANK]) or leave devices out"
+        "per device (this process is %s). Run the same script, unchanged, as: "
+        "torchrun --nproc_per_node %d --standalone %s -- each process joins the job by itself, "
+        "builds its replica on devices[LOCAL_RANK] under %s_<device>/ and all-reduces the "
+        "gradients, so the replicas train as Caffe2's did in one process; each process holds "
+        "its own device's blobs (read %s_<LOCAL_RANK>/... where the script read another device's)"
         % (devices, len(devices), "rank %d of %d, %d on this node" % (
             _process_group()[0], world_size, local_world) if world_size > 1 else
-           "alone: torch.distributed is not initialised", len(devices), devices))
+           "alone: not started by torchrun", len(devices), script, prefix, prefix))
 
 
 def Parallelize(model_helper_obj, input_builder_fun, forward_pass_builder_fun,
@@ -153,6 +178,7 @@ def Parallelize(model_helper_obj, input_builder_fun, forward_pass_builder_fun,
     if model.params:
         raise ValueError("Parallelize: the model must be empty (it has params %s); build it "
                          "inside forward_pass_builder_fun" % [str(p) for p in model.params[:5]])
+    _join_torchrun_job(cpu_device)
     rank, world_size = _process_group()
     if rendezvous is not None:
         shards = int(rendezvous.get("num_shards", 1) or 1)
@@ -164,9 +190,9 @@ def Parallelize(model_helper_obj, input_builder_fun, forward_pass_builder_fun,
     if sync_mode not in BN_STATS_MODES:
         raise ValueError("computed_params_sync must be one of %s, got %r"
                          % (", ".join(BN_STATS_MODES), sync_mode))
-    device = _this_process_device(devices, world_size)
-    device_type = caffe2_pb2.CPU if cpu_device else caffe2_pb2.CUDA
     prefix = "cpu" if cpu_device else "gpu"
+    device = _this_process_device(devices, world_size, prefix)
+    device_type = caffe2_pb2.CPU if cpu_device else caffe2_pb2.CUDA
     device_option = core.DeviceOption(device_type, device)
     scope_name = "%s_%d" % (prefix, device)
     log.info("Parallelize: rank %d of %d builds its replica on %s (%s/)", rank, world_size,

@@ -102,8 +102,20 @@ def _pow(op):
     return None  # the generic gradient
 
 
+def _python(op):
+    """PythonGradient: (inputs, outputs, grads of the chosen outputs) -> chosen input grads."""
+    args = {a.name: list(a.ints) for a in op.arg if a.name in ("grad_output_indices",
+                                                               "grad_input_indices")}
+    outs = args.get("grad_output_indices") or range(len(op.output))
+    ins = args.get("grad_input_indices") or range(len(op.input))
+    inputs = ["I%d" % i for i in range(len(op.input))] + ["O%d" % i for i in range(len(op.output))]
+    return [("PythonGradient", inputs + ["GO%d" % i for i in outs], ["GI%d" % i for i in ins],
+             True, {})]
+
+
 # Caffe2's gradient makers (torch 1.4.0), by forward op type.
 MAKERS = {
+    "Python": _python,
     "Relu": _unary_y("ReluGradient"), "Sigmoid": _unary_y("SigmoidGradient"),
     "Tanh": _unary_y("TanhGradient"), "Elu": _unary_y("EluGradient"),
     "LeakyRelu": _unary_y("LeakyReluGradient"), "ReluN": _unary_y("ReluNGradient"),
@@ -147,6 +159,8 @@ MAKERS = {
     "Concat": _simple("Split", ["GO0", "O1"], ["GI*"]),
     "DepthConcat": _simple("Split", ["GO0", "O1"], ["GI*"]),
     "Split": lambda op: [("Concat", ["GO*"], ["GI0", "_%s_grad_dims" % op.input[0]], True, {})],
+    "SplitByLengths": lambda op: [("Concat", ["GO*"], ["GI0", "_%s_grad_dims" % op.input[0]],
+                                   True, {})],
     "Reshape": lambda op: [("Reshape", ["GO0", "O1"], ["GI0", "_%s_grad_dims" % op.input[0]],
                             False, {})],
     "Flatten": _simple("ResizeLike", ["GO0", "I0"], ["GI0"]),
@@ -214,10 +228,11 @@ def _expand(spec, op, g_output, grad_names):
 
 
 def _copy_common_fields(op, grad_op):
-    """As Caffe2's C++ makers: name and engine always set (so protos compare equal to
-    Caffe2's), the device option when the forward op has one."""
+    """As Caffe2's C++ makers: the name always set (so protos compare equal to Caffe2's), the
+    engine and device option when the forward op has them."""
     grad_op.name = ""
-    grad_op.engine = op.engine
+    if op.HasField("engine"):
+        grad_op.engine = op.engine
     if op.HasField("device_option"):
         grad_op.device_option.CopyFrom(op.device_option)
     grad_op.is_gradient_op = True

@@ -241,6 +241,13 @@ class ModelHelper:
         from food101.caffe2.helpers.db_input import db_input
         return db_input(self, blob_out, batch_size, db, db_type, **kwargs)
 
+    def Proto(self):
+        """The net's NetDef (net_drawer and exporters accept a model as a net)."""
+        return self.net.Proto()
+
+    def InitProto(self):
+        return self.param_init_net.Proto()
+
     # -- raw ops by attribute -----------------------------------------------------------------
     def __getattr__(self, op_type):
         if op_type.startswith("_"):

@@ -487,3 +487,157 @@ def build_adam(model, base_learning_rate, max_gradient_norm=None, allow_lr_injec
     """Adam with alpha=base_learning_rate (beta1, beta2, epsilon, policy... as kwargs)."""
     return _build(model, AdamOptimizer(alpha=base_learning_rate, **kwargs),
                   max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+# -- the rest of Caffe2's optimizer builders ---------------------------------------------------
+class FtrlOptimizer(Optimizer):
+    """FTRL-proximal; `alpha` is an argument of the Ftrl op (no LearningRate blob), as Caffe2."""
+
+    def __init__(self, alpha=0.01, beta=1e-4, lambda1=0, lambda2=0,
+                 sparse_dedup_aggregator=None, engine=""):
+        super().__init__()
+        self.alpha, self.beta, self.lambda1, self.lambda2 = alpha, beta, lambda1, lambda2
+        self.sparse_dedup_aggregator = sparse_dedup_aggregator
+        self.engine = engine
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            return
+        nz = param_init_net.ConstantFill([param], str(param) + "_ftrl_nz", extra_shape=[2],
+                                         value=0.0)
+        self._aux_params.local.append(nz)
+        args = dict(engine=self.engine, alpha=self.alpha, beta=self.beta, lambda1=self.lambda1,
+                    lambda2=self.lambda2)
+        if isinstance(grad, core.GradientSlice):
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            net.SparseFtrl([param, nz, grad.indices, grad.values], [param, nz], **args)
+        else:
+            net.Ftrl([param, nz, grad], [param, nz], **args)
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
+class RmsPropOptimizer(Optimizer):
+    """RmsProp then MomentumSGDUpdate with the negative learning rate, as Caffe2 composes it."""
+
+    def __init__(self, alpha=0.01, decay=0.9, momentum=0.0, epsilon=1e-5, policy="fixed",
+                 engine="", **kwargs):
+        super().__init__()
+        self.alpha, self.decay, self.momentum, self.epsilon = alpha, decay, momentum, epsilon
+        self.policy, self.engine, self.init_kwargs = policy, engine, kwargs
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            raise ValueError("RmsPropOptimizer: alpha must be positive, got %r" % self.alpha)
+        if isinstance(grad, core.GradientSlice):
+            raise ValueError("RmsPropOptimizer does not support sparse gradients (%s)"
+                             % param_info.name)
+        dev = scope.CurrentDeviceScope() or core.DeviceOption(caffe2_pb2.CPU)
+        one = param_init_net.ConstantFill([], "ONE_%d_%d" % (dev.device_type, dev.device_id),
+                                          shape=[1], value=1.0)
+        lr, _ = self.build_lr(net, param_init_net, base_learning_rate=-self.alpha,
+                              policy=self.policy, **self.init_kwargs)
+        grad_o = param_init_net.ConstantFill([param], str(param) + "_grad_o", value=0.0)
+        ms = param_init_net.ConstantFill([param], str(param) + "_mean_squares", value=0.0)
+        mom = param_init_net.ConstantFill([param], str(param) + "_momentum", value=0.0)
+        self._aux_params.local.extend([ms, mom])
+        net.RmsProp([grad, ms, mom, one], [grad_o, ms, mom], decay=self.decay,
+                    momentum=self.momentum, epsilon=self.epsilon, engine=self.engine)
+        net.MomentumSGDUpdate([grad_o, mom, lr, param], [grad_o, mom, param])
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
+class AdadeltaOptimizer(Optimizer):
+    def __init__(self, alpha=0.01, epsilon=1e-4, decay=0.95, policy="fixed",
+                 sparse_dedup_aggregator=None, engine="", **kwargs):
+        super().__init__()
+        self.alpha, self.epsilon, self.decay, self.policy = alpha, epsilon, decay, policy
+        self.sparse_dedup_aggregator, self.engine, self.init_kwargs = \
+            sparse_dedup_aggregator, engine, kwargs
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            return
+        lr, _ = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
+                              policy=self.policy, **self.init_kwargs)
+        moment = param_init_net.ConstantFill([param], str(param) + "_squared_moment", value=0.0)
+        delta = param_init_net.ConstantFill([param], str(param) + "_squared_moment_update",
+                                            value=0.0)
+        self._aux_params.local.extend([moment, delta])
+        if isinstance(grad, core.GradientSlice):
+            raise ValueError("AdadeltaOptimizer: sparse gradients (SparseAdadelta) are not "
+                             "supported by the project (%s)" % param_info.name)
+        net.Adadelta([param, moment, delta, grad, lr], [param, moment, delta],
+                     epsilon=self.epsilon, decay=self.decay, engine=self.engine)
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
+class WngradOptimizer(Optimizer):
+    def __init__(self, alpha=1.0, epsilon=1e-9, policy="fixed", sparse_dedup_aggregator=None,
+                 engine="", moment_init=100.0, lars=None, **kwargs):
+        super().__init__()
+        if lars is not None:
+            raise ValueError("WngradOptimizer: lars (the Lars op) is not supported by the project")
+        self.alpha, self.epsilon, self.policy = alpha, epsilon, policy
+        self.sparse_dedup_aggregator, self.engine = sparse_dedup_aggregator, engine
+        self.moment_init, self.init_kwargs = moment_init, kwargs
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            return
+        lr, _ = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
+                              policy=self.policy, **self.init_kwargs)
+        moment = param_init_net.ConstantFill([], str(param) + "_moment", shape=[1],
+                                             value=self.moment_init)
+        self._aux_params.local.append(moment)
+        if isinstance(grad, core.GradientSlice):
+            raise ValueError("WngradOptimizer: sparse gradients (SparseWngrad) are not "
+                             "supported by the project (%s)" % param_info.name)
+        net.Wngrad([param, moment, grad, lr], [param, moment], epsilon=self.epsilon,
+                   engine=self.engine)
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
+def build_ftrl(model, engine="SIMD", **kwargs):
+    if engine == "SIMD" and not (core.IsOperator("Ftrl_ENGINE_SIMD")
+                                 and core.IsOperator("SparseFtrl_ENGINE_SIMD")):
+        raise ValueError("build_ftrl: the SIMD Ftrl ops are not registered")
+    return _build(model, FtrlOptimizer(engine=engine, **kwargs))
+
+
+def build_rms_prop(model, base_learning_rate, max_gradient_norm=None, allow_lr_injection=False,
+                   **kwargs):
+    return _build(model, RmsPropOptimizer(alpha=base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+def build_adadelta(model, base_learning_rate, parameters=None, max_gradient_norm=None,
+                   allow_lr_injection=False, **kwargs):
+    return _build(model, AdadeltaOptimizer(alpha=base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+def build_wngrad(model, base_learning_rate, parameters=None, max_gradient_norm=None,
+                 allow_lr_injection=False, **kwargs):
+    return _build(model, WngradOptimizer(alpha=base_learning_rate, **kwargs),
+                  max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
+
+
+def build_gftrl(model, engine="", **kwargs):
+    raise NotImplementedError("build_gftrl: group FTRL (the GFtrl op) is not supported by the "
+                              "project; build_ftrl is")
+
+
+def build_yellowfin(model, base_learning_rate=0.1, **kwargs):
+    raise NotImplementedError("build_yellowfin: the YellowFin op is not supported by the project")

@@ -15,8 +15,13 @@ conversion rules live in one place:
 This module imports only the protobufs, so every other module of `food101.caffe2` (the op
 registry, core, executor, workspace, ...) can build on it without a cycle.
 """
+import functools
+import pdb
+import sys
+
 import numpy as np
-from google.protobuf.message import Message
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError, Message
 
 from food101.caffe2.proto import caffe2_pb2
 
@@ -33,7 +38,12 @@ GIVEN_FILLS = {
 
 
 def as_netdef(net):
-    """The caffe2_pb2.NetDef of a core.Net (its live proto) or of a NetDef (itself)."""
+    """The caffe2_pb2.NetDef of a core.Net (its live proto), of a NetDef (itself) or of a
+    serialized NetDef (bytes, as Caffe2's workspace functions also accept)."""
+    if isinstance(net, bytes):
+        netdef = caffe2_pb2.NetDef()
+        netdef.ParseFromString(net)
+        return netdef
     return net.Proto() if hasattr(net, "Proto") else net
 
 
@@ -203,3 +213,173 @@ def given_fill_value(op):
 
 __all__ = ["ArgsToDict", "GIVEN_FILLS", "MakeArgument", "argument_value", "as_netdef", "external_reads",
            "given_fill", "given_fill_value", "make_op", "set_arg"]
+
+
+# --------------------------------------------------------------------------------------
+# The rest of caffe2.python.utils that scripts import (numpy <-> TensorProto, proto files,
+# layouts, debugging helpers).
+# --------------------------------------------------------------------------------------
+_DT = caffe2_pb2.TensorProto
+# numpy dtype -> (TensorProto data_type, field, storage dtype). int64 arrays become INT32, as
+# Caffe2's `arr.dtype == np.int` test made them (np.int is Python's int: int64 on Linux).
+_NUMPY_TO_PROTO = {
+    np.dtype(np.float32): (_DT.FLOAT, "float_data", float),
+    np.dtype(np.float64): (_DT.DOUBLE, "double_data", np.float64),
+    np.dtype(np.int64): (_DT.INT32, "int32_data", int),
+    np.dtype(np.int32): (_DT.INT32, "int32_data", int),
+    np.dtype(np.int16): (_DT.INT16, "int32_data", np.int16),
+    np.dtype(np.uint16): (_DT.UINT16, "int32_data", np.uint16),
+    np.dtype(np.int8): (_DT.INT8, "int32_data", np.int8),
+    np.dtype(np.uint8): (_DT.UINT8, "int32_data", np.uint8),
+}
+# data_type -> (field, numpy dtype of the result); INT32 comes back as int64 (np.int), as in Caffe2
+_PROTO_TO_NUMPY = {
+    _DT.FLOAT: ("float_data", np.float32), _DT.DOUBLE: ("double_data", np.float64),
+    _DT.INT32: ("int32_data", np.int64), _DT.INT16: ("int32_data", np.int16),
+    _DT.UINT16: ("int32_data", np.uint16), _DT.INT8: ("int32_data", np.int8),
+    _DT.UINT8: ("int32_data", np.uint8),
+}
+
+
+def NumpyArrayToCaffe2Tensor(arr, name=None):
+    """A TensorProto of `arr` (float32/64, int64/32/16/8, uint16/8), as Caffe2's utils builds
+    it; other dtypes raise RuntimeError as in Caffe2 (proto.numpy_to_tensor covers them all)."""
+    arr = np.asarray(arr)
+    if arr.dtype not in _NUMPY_TO_PROTO:
+        raise RuntimeError("Numpy data type not supported yet: %s (NumpyArrayToCaffe2Tensor takes "
+                           "%s)" % (arr.dtype, ", ".join(str(d) for d in _NUMPY_TO_PROTO)))
+    data_type, field, cast = _NUMPY_TO_PROTO[arr.dtype]
+    tensor = caffe2_pb2.TensorProto(dims=arr.shape, data_type=data_type)
+    if name:
+        tensor.name = name
+    getattr(tensor, field).extend(cast(v) for v in arr.reshape(-1).tolist())
+    return tensor
+
+
+def Caffe2TensorToNumpyArray(tensor):
+    """The values of a TensorProto as numpy, shaped by dims (INT32 as int64, as in Caffe2)."""
+    if tensor.data_type not in _PROTO_TO_NUMPY:
+        raise RuntimeError("Tensor data type not supported yet: %s (Caffe2TensorToNumpyArray "
+                           "reads FLOAT, DOUBLE, INT32, INT16, UINT16, INT8, UINT8)"
+                           % tensor.data_type)
+    field, dtype = _PROTO_TO_NUMPY[tensor.data_type]
+    return np.asarray(getattr(tensor, field), dtype=dtype).reshape(tuple(tensor.dims))
+
+
+def CaffeBlobToNumpyArray(blob):
+    """A Caffe (v1) BlobProto's data as float32: num/channels/height/width or shape.dim."""
+    shape = (blob.num, blob.channels, blob.height, blob.width) if blob.num != 0 else tuple(blob.shape.dim)
+    return np.asarray(blob.data, dtype=np.float32).reshape(shape)
+
+
+def OpAlmostEqual(op_a, op_b, ignore_fields=None):
+    """Two ops are equal except for the fields named in `ignore_fields`."""
+    ignore = ignore_fields or []
+    ignore = [ignore] if isinstance(ignore, str) else list(ignore)
+
+    def cleaned(op):
+        copy = type(op)()
+        copy.CopyFrom(op)
+        for field in ignore:
+            copy.ClearField(field)
+        return copy
+    return cleaned(op_a) == cleaned(op_b)
+
+
+def TryReadProtoWithClass(cls, s):
+    """`s` (text or binary protobuf) parsed as `cls`; DecodeError when it is neither."""
+    obj = cls()
+    try:
+        text_format.Parse(s, obj)
+        return obj
+    except (text_format.ParseError, UnicodeDecodeError, TypeError):
+        obj = cls()
+        obj.ParseFromString(s if isinstance(s, bytes) else s.encode("utf-8"))
+        return obj
+
+
+def GetContentFromProto(obj, function_map):
+    """function_map[type(obj)](obj) for the first class that is exactly obj's type."""
+    for cls, func in function_map.items():
+        if type(obj) is cls:
+            return func(obj)
+    return None
+
+
+def GetContentFromProtoString(s, function_map):
+    for cls, func in function_map.items():
+        try:
+            return func(TryReadProtoWithClass(cls, s))
+        except DecodeError:
+            continue
+    raise DecodeError("Cannot find a fit protobuffer class.")
+
+
+def ConvertProtoToBinary(proto_class, filename, out_filename):
+    """Convert a text protobuf file of `proto_class` to binary."""
+    with open(filename) as fh:
+        proto = TryReadProtoWithClass(proto_class, fh.read())
+    with open(out_filename, "wb") as fh:
+        fh.write(proto.SerializeToString())
+
+
+def NHWC2NCHW(tensor):
+    if tensor.ndim < 1:
+        raise ValueError("NHWC2NCHW needs an array with at least 1 dimension")
+    return tensor.transpose((0, tensor.ndim - 1) + tuple(range(1, tensor.ndim - 1)))
+
+
+def NCHW2NHWC(tensor):
+    if tensor.ndim < 2:
+        raise ValueError("NCHW2NHWC needs an array with at least 2 dimensions")
+    return tensor.transpose((0,) + tuple(range(2, tensor.ndim)) + (1,))
+
+
+def EnumClassKeyVals(cls):
+    """{NAME: value} for the upper-case string attributes of a class (duplicates are an error)."""
+    if not isinstance(cls, type):
+        raise TypeError("EnumClassKeyVals needs a class, got %r" % (cls,))
+    enum = {}
+    for key in dir(cls):
+        value = getattr(cls, key)
+        if key == key.upper() and isinstance(value, str):
+            if value in enum.values():
+                raise ValueError("Failed to resolve %s as Enum: duplicate entries %s=%s" % (cls, key, value))
+            enum[key] = value
+    return enum
+
+
+def raiseIfNotEqual(a, b, msg):
+    if a != b:
+        raise Exception("{}. {} != {}".format(msg, a, b))
+
+
+class DebugMode:
+    """DebugMode.run(main): an unhandled exception drops into pdb's post-mortem debugger."""
+
+    @classmethod
+    def run(cls, func):
+        try:
+            return func()
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # noqa: BLE001 - the point is to debug any failure
+            print('Entering interactive debugger. Type "bt" to print the full stacktrace.')
+            print(sys.exc_info()[1])
+            pdb.post_mortem()
+            sys.exit(1)
+
+
+def debug(f):
+    """Decorator: run `f` under DebugMode."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return DebugMode.run(lambda: f(*args, **kwargs))
+    return wrapper
+
+
+__all__ += ["Caffe2TensorToNumpyArray", "CaffeBlobToNumpyArray", "ConvertProtoToBinary", "DebugMode",
+            "EnumClassKeyVals", "GetContentFromProto", "GetContentFromProtoString", "NCHW2NHWC",
+            "NHWC2NCHW", "NumpyArrayToCaffe2Tensor", "OpAlmostEqual", "TryReadProtoWithClass",
+            "debug", "raiseIfNotEqual"]
+

@@ -26,6 +26,7 @@ DEFAULT_SEED = 2147483647 // 7  # any fixed value: runs are reproducible unless 
 class Workspace:
     def __init__(self, name):
         self.name = name
+        self.root_folder = "."   # where Save/Load/Checkpoint put relative db paths
         self.blobs = {}
         self.nets = {}
         self._generators = {}
@@ -98,6 +99,8 @@ def SwitchWorkspace(name, create_if_missing=False):
 
 def ResetWorkspace(root_folder=None):
     _current.reset()
+    if root_folder is not None:
+        _current.root_folder = str(root_folder)
     return True
 
 
@@ -115,12 +118,17 @@ def seed(value):
 
 
 def _to_tensor(name, value, device):
+    if isinstance(value, (bytes, str)):  # a std::string blob (e.g. a serialized MetaNetDef)
+        return value.encode("utf-8") if isinstance(value, str) else value
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
         return tensor.to(device) if device is not None else tensor
     array = np.asarray(value)
-    if array.dtype.kind in "OSU":  # strings stay numpy objects, as Caffe2 keeps std::string blobs
-        return array
+    if array.dtype.kind in "OSU":  # Caffe2 keeps std::string tensors: FetchBlob gives bytes
+        flat = [v.encode("utf-8") if isinstance(v, str) else v for v in array.reshape(-1).tolist()]
+        strings = np.empty(len(flat), dtype=object)
+        strings[:] = flat
+        return strings.reshape(array.shape)
     try:
         tensor = torch.from_numpy(np.array(array, copy=True, order="C"))
     except TypeError as e:
@@ -233,6 +241,8 @@ def RunNetOnce(net):
 
 def RunOperatorOnce(operator):
     from food101.caffe2.proto import caffe2_pb2
+    if isinstance(operator, bytes):  # a serialized OperatorDef, as Caffe2 accepts
+        operator = caffe2_pb2.OperatorDef.FromString(operator)
     netdef = caffe2_pb2.NetDef(name="RunOperatorOnce")
     netdef.op.append(operator)
     PreparedNet(netdef, _current).run()
@@ -319,6 +329,11 @@ def CreateBlob(name):
     return True
 
 
+def FetchTorch(name):
+    """The blob as a torch tensor (Caffe2 returned a torch view of the blob)."""
+    return FetchTensor(name)
+
+
 def GetBlobSizeBytes(name):
     value = FetchTensor(name)
     return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
@@ -345,7 +360,7 @@ def StringifyProto(obj):
 
 
 def RootFolder():
-    return ""
+    return "."  # Caffe2's default root folder: relative paths resolve from the process's cwd
 
 
 def GetCuDNNVersion():
@@ -439,11 +454,14 @@ class Predictor:
         if isinstance(inputs, dict):
             feeds = inputs
         else:
+            # as Caffe2's Predictor: the i-th array feeds external_input[i], whether or not the
+            # init net filled it (mobile_exporter puts the inputs first, with placeholders)
             inputs = list(inputs)
-            if len(inputs) != len(self._inputs):
-                raise Caffe2Error("Predictor.run: the predict net %r takes %d input(s) %s, got %d"
-                                  % (self._predict.name, len(self._inputs), self._inputs, len(inputs)))
-            feeds = dict(zip(self._inputs, inputs))
+            names = list(self._predict.external_input)
+            if len(inputs) > len(names):
+                raise Caffe2Error("Predictor.run: the predict net %r has %d external input(s) %s, "
+                                  "got %d arrays" % (self._predict.name, len(names), names[:5], len(inputs)))
+            feeds = dict(zip(names, inputs))
         for name, value in feeds.items():
             self._store.blobs[str(name)] = _to_tensor(name, value, None)
         if self._net is None:

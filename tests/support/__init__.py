@@ -10,3 +10,10 @@ ZOO = os.path.join(REFERENCE, "zoo", "squeezenet")
 
 def reference_path(*parts):
     return os.path.join(REFERENCE, *parts)
+
+
+def real_caffe2_python():
+    """The Python of a real-Caffe2 environment (tools/setup.sh), or None: tests that run real
+    Caffe2 live skip without it. $FOOD101_CAFFE2_PYTHON overrides the default location."""
+    candidate = os.environ.get("FOOD101_CAFFE2_PYTHON", "/work/c2venv/bin/python")
+    return candidate if os.path.exists(candidate) else None

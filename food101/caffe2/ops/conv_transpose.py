@@ -47,14 +47,16 @@ def conv_transpose(X, W, b=None, *, kernels=None, strides=None, pads=None, dilat
     y = F.conv_transpose2d(x, w, None, stride=strides, padding=0, groups=group,
                            dilation=dilations) if ndim == 2 else \
         F.conv_transpose1d(x, w, None, stride=strides, padding=0, groups=group, dilation=dilations)
-    # crop the pads, extend by adj (zeros: no input reaches those positions)
-    index = [slice(None), slice(None)]
-    for d in range(ndim):
-        end = y.shape[2 + d] - tails[d]
-        index.append(slice(heads[d], end))
-    y = y[tuple(index)]
-    if any(adjs):
-        y = F.pad(y, [p for a in reversed(adjs) for p in (0, a)])
+    # the output keeps (H - 1) * stride - pads + kernel + adj values from pad_t on: adj takes
+    # back part of the tail padding, and what lies past the full result is zero
+    full = y.shape[2:]
+    outs = [(x.shape[2 + d] - 1) * strides[d] - heads[d] - tails[d]
+            + dilations[d] * (kernels[d] - 1) + 1 + adjs[d] for d in range(ndim)]
+    overhang = [max(0, heads[d] + outs[d] - full[d]) for d in range(ndim)]
+    if any(overhang):
+        y = F.pad(y, [p for o in reversed(overhang) for p in (0, o)])
+    y = y[(slice(None), slice(None)) + tuple(slice(heads[d], heads[d] + outs[d])
+                                             for d in range(ndim))]
     if b is not None:
         y = y + b.reshape((1, -1) + (1,) * ndim)
     return restore_order(y, order)

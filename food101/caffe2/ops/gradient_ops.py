@@ -225,8 +225,8 @@ def softmax_gradient(Y, dY, *, ctx):
     axis = int(_arg(ctx, "axis", 1))
     axis = axis + Y.dim() if axis < 0 else axis
     rows = shape_product(Y.shape[:axis])
-    y = Y.reshape(rows, -1)
-    dy = dY.reshape(rows, -1)
+    y = Y.reshape(rows, shape_product(Y.shape[axis:]))
+    dy = dY.reshape(y.shape)
     dx = y * (dy - (dy * y).sum(dim=1, keepdim=True))
     return dx.reshape(Y.shape)
 

@@ -1,12 +1,11 @@
 """More of Caffe2's elementwise ops: unary math (Softsign, Cos, Sin, Cbrt, Rsqrt, ...),
 activations (ReluN, Gelu, Swish, HardSigmoid, Softplus), comparisons and logic (EQ, LT, ...,
 And, Or, Not) with Caffe2's broadcasting, and SumReduceLike."""
-import math
-
 import torch
 
 from food101.caffe2.errors import enforce
 from food101.caffe2.ops.elementwise import _operands
+from food101.caffe2.ops.reduce import _axes as _reduce_axes
 from food101.caffe2.ops.registry import operator
 
 
@@ -103,4 +102,14 @@ def sum_reduce_like(A, B, *, axis=0, axis_str="", order="NCHW"):
     return result.reshape(B.shape)
 
 
-del math
+
+@operator("ReduceL1")
+def reduce_l1(X, *, axes=None, keepdims=1):
+    dims = _reduce_axes(X, axes)
+    return X.abs().sum(dim=dims, keepdim=bool(keepdims)) if dims else X.abs()
+
+
+@operator("ReduceL2")
+def reduce_l2(X, *, axes=None, keepdims=1):
+    dims = _reduce_axes(X, axes)
+    return X.pow(2).sum(dim=dims, keepdim=bool(keepdims)).sqrt() if dims else X.abs()

@@ -6,6 +6,7 @@ Outputs may be views of their input (a transpose is a strided view, not a copy):
 never modified in place, so sharing storage is safe. Shape-describing outputs (Concat's
 split_info, Reshape's old_shape, Shape) are CPU tensors, as in Caffe2.
 """
+import numpy as np
 import torch
 
 from food101.caffe2.errors import enforce
@@ -195,7 +196,7 @@ def stop_gradient(X):
 
 @operator("Copy")
 def copy(X):
-    return X.clone()
+    return X.clone() if isinstance(X, torch.Tensor) else np.array(X, copy=True)   # string tensors
 
 
 @operator("Alias", aliases=("EnsureDense",))

@@ -18,6 +18,9 @@ def slice_(X, starts_blob=None, ends_blob=None, *, starts=(), ends=()):
     enforce(len(starts) == len(ends) and len(starts) <= X.dim(),
             "Slice: starts %s and ends %s must have one entry per leading dim of X %s",
             list(starts), list(ends), list(X.shape))
+    sliced = [d for d, (s, e) in enumerate(zip(starts, ends)) if (s, e) != (0, -1)]
+    enforce(len(sliced) <= 1, "Slice: only one dim may be sliced (as Caffe2), got starts %s, "
+            "ends %s", list(starts), list(ends))
     index = []
     for d, (s, e) in enumerate(zip(starts, ends)):
         size = X.shape[d]
@@ -109,8 +112,11 @@ def lengths_gather(items, lengths, indices):
 
 
 @operator("SplitByLengths", grad_inputs=(0,), context=True)
-def split_by_lengths(data, lengths, *, ctx, axis=0):
-    """The `lengths` (groups of equal count per output) summed into one piece per output."""
+def split_by_lengths(data, lengths, *, ctx, axis=None, order="NCHW"):
+    """The `lengths` (groups of equal count per output) summed into one piece per output;
+    without `axis` the channel axis of `order`, as Caffe2's Split."""
+    if axis is None:
+        axis = 1 if order == "NCHW" else -1
     n = ctx.num_outputs
     lengths = [int(v) for v in lengths.reshape(-1).tolist()]
     enforce(len(lengths) % n == 0, "SplitByLengths: %d lengths do not divide into %d outputs",

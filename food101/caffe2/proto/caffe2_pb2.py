@@ -202,6 +202,52 @@ _MESSAGES = {
         optional string db_type = 3
         optional string key = 4
     """,
+    # metanet.proto (predictor_exporter's MetaNetDef), same package in Caffe2
+    "ModelInfo": """
+        optional string project = 1
+        optional string modelClass = 2
+        optional string version = 3
+        optional string predictorType = 4 [default = SINGLE_PREDICTOR]
+        optional string modelId = 5
+    """,
+    "BlobsMap": """
+        required string key = 1
+        repeated string value = 2
+    """,
+    "NetsMap": """
+        required string key = 1
+        required NetDef value = 2
+    """,
+    "PlansMap": """
+        required string key = 1
+        required PlanDef value = 2
+    """,
+    "StringMap": """
+        required string key = 1
+        required string value = 2
+    """,
+    "MetaNetDef": """
+        repeated BlobsMap blobs = 1
+        repeated NetsMap nets = 2
+        optional ModelInfo modelInfo = 3
+        repeated PlansMap plans = 4
+        repeated StringMap applicationSpecificInfo = 5
+    """,
+    # predictor_consts.proto: names the predictor exporter writes into the DB
+    "PredictorConsts": """
+        optional string META_NET_DEF = 1 [default = !!META_NET_DEF]
+        optional string PREDICTOR_DBREADER = 2 [default = !!PREDICTOR_DBREADER]
+        optional string PARAMETERS_BLOB_TYPE = 3 [default = PARAMETERS_BLOB_TYPE]
+        optional string INPUTS_BLOB_TYPE = 4 [default = INPUTS_BLOB_TYPE]
+        optional string OUTPUTS_BLOB_TYPE = 5 [default = OUTPUTS_BLOB_TYPE]
+        optional string GLOBAL_INIT_NET_TYPE = 6 [default = GLOBAL_INIT_NET_TYPE]
+        optional string PREDICT_INIT_NET_TYPE = 7 [default = PREDICT_INIT_NET_TYPE]
+        optional string PREDICT_NET_TYPE = 8 [default = PREDICT_NET_TYPE]
+        optional string SINGLE_PREDICTOR = 9 [default = SINGLE_PREDICTOR]
+        optional string MULTI_PREDICTOR = 10 [default = MULTI_PREDICTOR]
+        optional string TRAIN_INIT_PLAN_TYPE = 11 [default = TRAIN_INIT_PLAN_TYPE]
+        optional string TRAIN_PLAN_TYPE = 12 [default = TRAIN_PLAN_TYPE]
+    """,
 }
 
 DESCRIPTOR = schema.build(PACKAGE, FILE_NAME, _MESSAGES, _ENUMS)
