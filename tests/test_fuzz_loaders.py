@@ -201,7 +201,7 @@ LMDB_CHILD = textwrap.dedent("""
 def fuzz_lmdb_files(tmp_path, rng):
     """Damaged data.mdb files, checked and read in a child process (a signal would show)."""
     from food101.data import build_lmdb
-    from food101.data.demo import make_demo_dataset
+    from food101.data.synthetic import make_demo_dataset
     demo = make_demo_dataset(str(tmp_path / "lmdb_demo"), train_per_class=4, test_per_class=0,
                              max_side=48)
     good = build_lmdb(demo.root, "train", str(tmp_path / "lmdb_good"), size=24, workers=0,

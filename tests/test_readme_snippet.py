@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from food101.data.demo import DEMO_CLASSES
+from food101.data.synthetic import DEMO_CLASSES
 from tests.support import REPO
 
 

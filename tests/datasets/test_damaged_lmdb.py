@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from food101.data import LMDBReader, build_lmdb, check_lmdb
-from food101.data.demo import make_demo_dataset
+from food101.data.synthetic import make_demo_dataset
 from food101.data.lmdb_file import DatabaseError, validate
 from tests.support import TOOLS
 from tests.support.damage import corrupted_copy, float_copy, truncated_copy

@@ -47,7 +47,7 @@ def test_random_fill_zoo_is_named_not_pretrained(tmp_path):
 
 def test_the_training_tool_says_so(tmp_path):
     from food101.data import build_lmdb
-    from food101.data.demo import make_demo_dataset
+    from food101.data.synthetic import make_demo_dataset
     folder = random_zoo_folder(str(tmp_path / "seed0_zoo"))
     demo = make_demo_dataset(str(tmp_path / "d"), train_per_class=2, test_per_class=0, max_side=48)
     lmdb = build_lmdb(demo.root, "train", str(tmp_path / "db"), size=32, workers=0,

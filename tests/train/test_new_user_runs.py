@@ -23,7 +23,7 @@ from tests.support.damage import float_copy, truncated_copy
 @pytest.fixture(scope="module")
 def lmdbs(tmp_path_factory):
     from food101.data import build_lmdb
-    from food101.data.demo import make_demo_dataset
+    from food101.data.synthetic import make_demo_dataset
     root = tmp_path_factory.mktemp("runs")
     demo = make_demo_dataset(str(root / "food"), train_per_class=6, test_per_class=2, max_side=48)
     out = {split: build_lmdb(demo.root, split, str(root / split), size=36, workers=0,
