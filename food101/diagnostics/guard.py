@@ -66,10 +66,10 @@ class Action(enum.StrEnum):
 
 
 def _workspace_object(workspace):
+    if hasattr(workspace, "current"):   # the workspace module (it has `blobs` too now)
+        return workspace.current()
     if hasattr(workspace, "blobs") and hasattr(workspace, "nets"):
         return workspace
-    if hasattr(workspace, "current"):
-        return workspace.current()
     raise TypeError("expected a food101.caffe2 Workspace or the workspace module, got %r"
                     % type(workspace).__name__)
 
