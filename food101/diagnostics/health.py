@@ -359,10 +359,10 @@ def check_pretrained_values(blobs, weights, init=None, rtol=1e-5, atol=1e-6):
 # ------------------------------------------------------------------------------------------
 def blob_dict(workspace):
     """The {name: value} dict of a Workspace object or of the workspace module's current one."""
+    if hasattr(workspace, "current"):  # the module (its own `blobs` fetches numpy copies)
+        return workspace.current().blobs
     if hasattr(workspace, "blobs"):
         return workspace.blobs
-    if hasattr(workspace, "current"):
-        return workspace.current().blobs
     if isinstance(workspace, dict):
         return workspace
     raise TypeError("expected a food101.caffe2 Workspace, the workspace module or a dict, got %r"

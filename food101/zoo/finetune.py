@@ -362,6 +362,8 @@ def _blob_source(workspace):
     if workspace is None:
         from food101.caffe2 import workspace as ws_module
         return ws_module.current().blobs
+    if hasattr(workspace, "current"):  # the workspace module (its `blobs` fetches numpy)
+        return workspace.current().blobs
     return workspace.blobs if hasattr(workspace, "blobs") else workspace
 
 
