@@ -56,6 +56,7 @@ EDITS = [
      r"\b(int|float)\((np\.random\.\w+\((?:[^()]*size=1|1)\))\)", r"\1(\2[0])"),
     ("numpy 2 refuses int()/float() of a 1-element array argument; its one element is taken",
      r"\b(\w+) = (int|float)\(\1\)$", r"\1 = \2(np.asarray(\1).reshape(-1)[0])"),
+    ("the `mock` backport is unittest.mock on Python 3", r"^from mock import ", "from unittest.mock import "),
     ("hypothesis 4 removed the `timeout` setting", r",\s*timeout=\d+", ""),
     ("hypothesis 4 removed `average_size` from st.lists", r"average_size=\d+,\s*", ""),
 ]
