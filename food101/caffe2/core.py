@@ -22,6 +22,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from food101.caffe2 import _import_c_extension as C  # noqa: F401 (scripts call core.C.create_db, ...)
 from food101.caffe2 import gradient_defs, scope
 from food101.caffe2.errors import UnknownOperatorError
 from food101.caffe2.executor import add_gradient_ops

@@ -86,3 +86,16 @@ def test_engine_prefs_global_init_and_device_helpers():
         assert core.CurrentDeviceScope().node_name == "node:1"
     assert "Relu" in core._REGISTERED_OPERATORS
     assert workspace.C.OpSchema.get("Relu") is not None and workspace.C.OpSchema.get("Nope") is None
+
+
+def test_core_c_is_the_workspace_c_namespace(tmp_path):
+    # Caffe2 tutorials write DBs through core.C.create_db (create_your_own_dataset)
+    from food101.caffe2 import core, workspace
+    assert core.C is workspace.C
+    db = core.C.create_db("minidb", str(tmp_path / "x.minidb"), core.C.Mode.write)
+    txn = db.new_transaction()
+    txn.put("k", b"v")
+    txn.commit()
+    del txn
+    db.close()
+    assert (tmp_path / "x.minidb").exists()
