@@ -52,7 +52,7 @@ class Finding:
 
     def to_record(self):
         """A JSON-able dict for metrics.jsonl."""
-        record = {"kind": "finding", "code": self.code, "severity": self.severity,
+        record = {"phase": "diagnostics", "kind": "finding", "code": self.code, "severity": self.severity,
                   "message": self.message, "iteration": self.iteration}
         record["where"] = {k: v for k, v in asdict(self.where).items() if v is not None}
         return record

@@ -37,10 +37,16 @@ class CaffeFormatError(Caffe2Error, ValueError):
 def read_text(path, message, dropped=None):
     """Parse a text-format Caffe file into `message` (NetParameter or SolverParameter)."""
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise CaffeFormatError("cannot read Caffe file %s: %s" % (path, e.strerror or e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CaffeFormatError("%s: not a text-format Caffe file: byte 0x%02x at offset %d is not "
+                               "UTF-8 (a damaged or binary file? a .caffemodel is binary)"
+                               % (path, data[e.start], e.start)) from None
     return parse_text(text, message, path, dropped)
 
 
