@@ -217,6 +217,7 @@ result = train.fine_tune(overrides={
     "solver.base_lr": 0.0005, "solver.max_iter": 100, "solver.test_interval": 50,
     "solver.display": 20, "solver.snapshot": 60, "solver.random_seed": 1,
     "train.output_dir": os.path.join(workdir, "run"), "train.progress": False,
+    "train.overwrite": True,  # re-running the notebook replaces its own earlier run
 })
 print("top-1 %.3f, top-5 %.3f (chance %.3f)" % (result["top1"], result["top5"], 1 / len(classes)))
 """),
