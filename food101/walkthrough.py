@@ -88,6 +88,7 @@ def run_demo(workdir="demo_run", gpu=None, max_iter=None, log=print):
         "model.zoo_dir": location.folder,
         "model.num_classes": len(data.Food101Layout(root).classes),
         "train.output_dir": os.path.join(workdir, "run"),
+        "train.overwrite": True,  # the walkthrough owns <workdir>/run: `make demo` twice re-runs it
         "train.export": True,
         "train.plots": True,
     })
