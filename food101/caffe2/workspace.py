@@ -159,12 +159,7 @@ def FetchBlob(name):
         hint = closest(name, _current.blobs)
         raise MissingBlobError("FetchBlob: blob %r does not exist in workspace %r%s" % (
             name, _current.name, "; did you mean " + " or ".join(map(repr, hint)) if hint else "")) from None
-    if isinstance(value, torch.Tensor):
-        value = value.detach()
-        if value.dtype in (torch.bfloat16,):
-            value = value.float()
-        return value.cpu().numpy()
-    return value
+    return _fetch_value(value)
 
 
 def FetchBlobs(names):
