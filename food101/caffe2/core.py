@@ -843,3 +843,9 @@ __all__ = [
     "InferBlobDevices", "IsGPUDeviceType", "IsOperator", "MakeArgument", "NameScope", "Net",
     "ScopedBlobReference", "ScopedName", "caffe2_pb2",
 ]
+
+
+# Plans and execution steps (core_plan.py builds them on the Net above; plan_executor.py runs them)
+from food101.caffe2.core_plan import (  # noqa: E402
+    ExecutionStep, Plan, add_nets_in_order, execution_step, get_net_name, output_to_list,
+    scoped_execution_step, to_execution_step)

@@ -10,6 +10,9 @@ the current workspace, as `caffe2.python.workspace` does:
         workspace.RunNet(model.net)             # no per-iteration parsing
     workspace.FetchBlob("loss")                 # numpy out
 """
+import os
+import threading
+
 import numpy as np
 import torch
 
@@ -98,8 +101,11 @@ def SwitchWorkspace(name, create_if_missing=False):
 
 
 def ResetWorkspace(root_folder=None):
+    """Drop the current workspace's blobs and nets; `root_folder` (created if missing) becomes
+    where relative db paths resolve, else the root folder is kept."""
     _current.reset()
     if root_folder is not None:
+        os.makedirs(str(root_folder), exist_ok=True)
         _current.root_folder = str(root_folder)
     return True
 
@@ -347,15 +353,66 @@ def GetNetName(net):
 
 
 def StringifyProto(obj):
-    from google.protobuf import text_format
-    if isinstance(obj, str):
+    """A proto (or an object with Proto()) serialized to bytes; strings pass through."""
+    from google.protobuf.message import Message
+    if isinstance(obj, (str, bytes)):
         return obj
-    proto = obj.Proto() if hasattr(obj, "Proto") else obj
-    return text_format.MessageToString(proto)
+    if isinstance(obj, Message):
+        return obj.SerializeToString()
+    if hasattr(obj, "Proto"):
+        return obj.Proto().SerializeToString()
+    raise ValueError("Unexpected argument to StringifyProto of type " + type(obj).__name__)
 
 
 def RootFolder():
-    return "."  # Caffe2's default root folder: relative paths resolve from the process's cwd
+    """Where the current workspace resolves relative db paths ("." unless ResetWorkspace set it)."""
+    return _current.root_folder
+
+
+def _as_plandef(plan_or_step):
+    from food101.caffe2 import core
+    from food101.caffe2.proto import caffe2_pb2
+    if isinstance(plan_or_step, core.ExecutionStep):
+        plan_or_step = core.Plan(plan_or_step)
+    if isinstance(plan_or_step, bytes):
+        return caffe2_pb2.PlanDef.FromString(plan_or_step)
+    return plan_or_step.Proto() if hasattr(plan_or_step, "Proto") else plan_or_step
+
+
+def RunPlan(plan_or_step):
+    """Run a Plan, an ExecutionStep, a PlanDef or a serialized PlanDef (plan_executor.py)."""
+    from food101.caffe2.plan_executor import run_plan
+    return run_plan(_as_plandef(plan_or_step), _current)
+
+
+class BackgroundPlan:
+    """A plan running on a thread: is_done(), then is_succeeded() (which re-raises its error,
+    as Caffe2's does)."""
+
+    def __init__(self, plan, store):
+        from food101.caffe2.plan_executor import run_plan
+        self._error = None
+
+        def target():
+            try:
+                run_plan(plan, store)
+            except BaseException as e:  # noqa: BLE001 - handed to is_succeeded()
+                self._error = e
+        self._thread = threading.Thread(target=target, name="plan " + plan.name, daemon=True)
+        self._thread.start()
+
+    def is_done(self):
+        return not self._thread.is_alive()
+
+    def is_succeeded(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return True
+
+
+def RunPlanInBackground(plan_or_step):
+    return BackgroundPlan(_as_plandef(plan_or_step), _current)
 
 
 def GetCuDNNVersion():
