@@ -18,6 +18,7 @@ Gradients differ from real Caffe2 by design: `AddGradientOperators` appends one
 the gradient blob names (`<blob>_grad`, `<loss>_autogen_grad`) are Caffe2's.
 """
 import copy
+import sys
 from collections import namedtuple
 
 import numpy as np
@@ -249,6 +250,25 @@ def _get_blob_ref(name_or_ref):
     return name_or_ref if isinstance(name_or_ref, BlobReference) else BlobReference(name_or_ref)
 
 
+def _creation_site():
+    """[(file, line, function)] of the Python frames outside this module, innermost first:
+    where the user's code created an op."""
+    frames = []
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename != __file__:
+            frames.append((code.co_filename, frame.f_lineno, code.co_name))
+        frame = frame.f_back
+    return frames
+
+
+def _run_if_immediate(op):
+    from food101.caffe2 import workspace  # workspace imports core
+    if workspace.IsImmediate():
+        workspace.RunOperatorImmediate(op)
+
+
 class Net:
     """A NetDef under construction (`Proto()` is the live caffe2_pb2.NetDef)."""
 
@@ -272,6 +292,7 @@ class Net:
         self._op_outputs = set()
         self._external_input_map = set()
         self._next_blob_name_ids = {}
+        self._op_stack_traces = {}  # op index -> [(file, line, function)], innermost first
         if isinstance(name_or_proto, caffe2_pb2.NetDef):
             if inplace:
                 self._net = name_or_proto
@@ -542,8 +563,12 @@ class Net:
         return getattr(self, "_attr_dict", {}).get(name, [])
 
     def PopulateProtoWithFileName(self):
-        """Caffe2 records each op's creation site; the project's op errors name net and op
-        index instead, so nothing is added."""
+        """Name each op this net created "<file>:<line>:<function>" after the code that
+        created it (Caffe2 does this to point errors at the user's code)."""
+        for index, op in enumerate(self._net.op):
+            site = self._op_stack_traces.get(index)
+            if site:
+                op.name = ":".join(map(str, site[0]))
 
     def insert_op_at_idx(self, op, op_idx):
         ops = list(self._net.op)
@@ -626,6 +651,8 @@ class Net:
         outputs = _RectifyInputOutput(outputs, net=self)
         op = CreateOperator(op_type, inputs, outputs, **kwargs)
         self._ExtendOps([op])
+        self._op_stack_traces[len(self._net.op) - 1] = _creation_site()
+        _run_if_immediate(op)
         if len(op.output) == 0:
             return None
         if len(op.output) == 1:
