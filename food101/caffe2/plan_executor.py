@@ -15,42 +15,9 @@ existing blobs, and the blobs it creates vanish with it.
 """
 import torch
 
+from food101.caffe2.child_workspace import child_workspace
 from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.executor import PreparedNet
-
-
-class _ChildBlobs(dict):
-    """A child workspace's blobs: its own, then the parent's (writes to those go to the parent)."""
-
-    def __init__(self, parent):
-        super().__init__()
-        self._parent = parent
-
-    def __missing__(self, name):
-        return self._parent[name]
-
-    def __contains__(self, name):
-        return dict.__contains__(self, name) or name in self._parent
-
-    def get(self, name, default=None):
-        return self[name] if name in self else default
-
-    def __setitem__(self, name, value):
-        if not dict.__contains__(self, name) and name in self._parent:
-            self._parent[name] = value
-        else:
-            dict.__setitem__(self, name, value)
-
-    def setdefault(self, name, default=None):
-        if name not in self:
-            self[name] = default
-        return self[name]
-
-    def keys(self):
-        return set(dict.keys(self)) | set(self._parent.keys())
-
-    def __iter__(self):
-        return iter(self.keys())
 
 
 def create_net(store, netdef, overwrite=False):
@@ -96,7 +63,7 @@ class _Run:
         if bool(step.network) and bool(step.substep):
             raise Caffe2Error("execution step %r has both nets and substeps" % step.name)
         if step.create_workspace:
-            store = _child(store)
+            store = child_workspace(store)
         if step.HasField("num_iter"):
             iterations = range(step.num_iter)
         elif step.HasField("should_stop_blob"):
@@ -137,13 +104,6 @@ def _forever():
     while True:
         yield i
         i += 1
-
-
-def _child(store):
-    child = type(store)(store.name + "/child")
-    child.blobs = _ChildBlobs(store.blobs)
-    child._generators = store._generators  # one RNG stream, as one process's Caffe2 has
-    return child
 
 
 def run_plan(plan, store):
