@@ -1,8 +1,8 @@
 """Running a PlanDef (workspace.RunPlan): Caffe2's plan executor on the project's workspaces.
 
-    PlanDef ──► every net of the plan created once in the workspace (outputs made as empty blobs,
-                as Caffe2's net instantiation does, so later nets may read them)
-            ──► each ExecutionStep run in order:
+    PlanDef ──► each ExecutionStep run in order; a step first creates its nets in its workspace
+                (once; outputs made as empty blobs, as Caffe2's net instantiation does, so
+                later nets may read them), then:
                   repeat num_iter times (once when unset; until should_stop_blob when only that
                   is set): run its nets, or its substeps, checking should_stop_blob after each
 
@@ -64,6 +64,8 @@ class _Run:
             raise Caffe2Error("execution step %r has both nets and substeps" % step.name)
         if step.create_workspace:
             store = child_workspace(store)
+        for name in list(step.network) + ([step.report_net] if step.report_net else []):
+            self.net(store, name)  # created before the step runs, in the step's workspace
         if step.HasField("num_iter"):
             iterations = range(step.num_iter)
         elif step.HasField("should_stop_blob"):
@@ -109,9 +111,6 @@ def _forever():
 def run_plan(plan, store):
     """Run a caffe2_pb2.PlanDef against the workspace `store` (a workspace.Workspace)."""
     run = _Run(plan)
-    for netdef in plan.network:
-        if netdef.name not in store.nets:
-            create_net(store, netdef)
     for step in plan.execution_step:
         run.run_step(store, step)
     return True
