@@ -263,6 +263,17 @@ def _creation_site():
     return frames
 
 
+def _run_all_on_gpu(netdef, gpu_id, use_cudnn):
+    netdef.device_option.CopyFrom(DeviceOption(caffe2_pb2.CUDA, gpu_id))
+    for op in netdef.op:
+        if use_cudnn:
+            op.engine = "CUDNN"
+        if op.type == "RecurrentNetwork":
+            for arg in op.arg:
+                if arg.name == "step_net":
+                    _run_all_on_gpu(arg.n, gpu_id, use_cudnn)
+
+
 def _run_if_immediate(op):
     from food101.caffe2 import workspace  # workspace imports core
     if workspace.IsImmediate():
@@ -622,11 +633,9 @@ class Net:
         return new_net, [new_net.GetBlobRef(o) for o in new_out]
 
     def RunAllOnGPU(self, gpu_id=0, use_cudnn=False):
-        """Put the whole net on CUDA device `gpu_id` (the NetDef's device_option)."""
-        self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CUDA, gpu_id))
-        if use_cudnn:
-            for op in self._net.op:
-                op.engine = "CUDNN"
+        """Put the whole net on CUDA device `gpu_id` (the NetDef's device_option), with the
+        step nets of RecurrentNetwork ops, as Caffe2 does."""
+        _run_all_on_gpu(self._net, gpu_id, use_cudnn)
 
     def RunAllOnCPU(self):
         self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CPU))
@@ -981,3 +990,6 @@ __all__ = [
 from food101.caffe2.core_plan import (  # noqa: E402
     ExecutionStep, Plan, add_nets_in_order, execution_step, get_net_name, output_to_list,
     scoped_execution_step, to_execution_step)
+from food101.caffe2.device_copies import (  # noqa: E402
+    InjectCrossDeviceCopies, InjectDeviceCopiesAmongNets, InjectDeviceCopiesAmongNetsWithoutB2D,
+    RemapEntry, device_equal)
