@@ -50,12 +50,64 @@ class Blob:
         return isinstance(self._store.blobs.get(self._name), torch.Tensor)
 
     def tensor(self):
-        raise Caffe2Error("Blob(%r).tensor(): Caffe2's in-place TensorCPU view is not available "
-                          "on torch blobs; use fetch() and feed()" % self._name)
+        """A TensorCPU view (`.data` is a numpy view of the blob, `init`, `feed`, `fetch`)."""
+        return TensorCPU(self._store, self._name)
+
+    def serialize(self, name):
+        """The blob as one serialized BlobProto named `name` (unchunked)."""
+        from food101.caffe2.blob_serialization import NO_CHUNKING, serialize_blob
+        (_, record), = serialize_blob(name, self._store.blobs[self._name], NO_CHUNKING)
+        return record
+
+    def deserialize(self, serialized):
+        """Fill the blob from a serialized BlobProto (what serialize() returns)."""
+        from food101.caffe2.blob_serialization import BlobAssembler
+        assembler = BlobAssembler("Blob(%r).deserialize" % self._name)
+        name = assembler.add(self._name, serialized, name=self._name)
+        value, _ = assembler.finish()[name]
+        self._store.blobs[self._name] = _binding["to_tensor"](self._name, value, None)
+        return True
 
     def __repr__(self):
         return "<Blob %r>" % self._name
 
+
+class TensorCPU:
+    """Caffe2's in-place view of a CPU tensor blob: `data` shares the blob's memory (a numpy
+    view of the torch tensor; string tensors are numpy object arrays, shared as they are)."""
+
+    def __init__(self, store, name):
+        self._store, self._name = store, name
+
+    @property
+    def data(self):
+        value = self._store.blobs[self._name]
+        if isinstance(value, torch.Tensor):
+            if value.device.type != "cpu":
+                raise Caffe2Error("Blob(%r).tensor(): the blob is on %s; TensorCPU views need a "
+                                  "CPU tensor" % (self._name, value.device))
+            return value.numpy()
+        return value
+
+    @property
+    def _shape(self):
+        return list(self.data.shape)
+
+    def init(self, dims, data_type):
+        """Resize to `dims` with `data_type` (new, zeroed storage); STRING is refused, as in
+        Caffe2, whose strings cannot be allocated from Python."""
+        from food101.caffe2.proto.serialization import numpy_dtype_of
+        if data_type == caffe2_pb2.TensorProto.STRING:
+            raise Caffe2Error("TensorCPU.init: cannot initialize a string tensor from Python")
+        array = np.zeros(list(dims), dtype=numpy_dtype_of(data_type))
+        self._store.blobs[self._name] = torch.from_numpy(array)
+
+    def feed(self, value):
+        self._store.blobs[self._name] = _binding["to_tensor"](self._name, value, None)
+        return True
+
+    def fetch(self):
+        return np.array(self.data, copy=True)
 
 class _Net:
     def __init__(self, prepared):
@@ -101,28 +153,31 @@ class Workspace(metaclass=_WorkspaceMeta):
         return Blob(self._store, str(name)).feed(value)
 
     def create_net(self, net, overwrite=False):
+        """Create a Net / NetDef here; its op outputs exist (empty) afterwards, as in Caffe2."""
+        from food101.caffe2.plan_executor import create_net
         netdef = net.Proto() if hasattr(net, "Proto") else net
+        if not isinstance(netdef, caffe2_pb2.NetDef):
+            raise TypeError("create_net takes a Net or a NetDef, got %s" % type(net).__name__)
         if netdef.name in self._store.nets and not overwrite:
             raise Caffe2Error("create_net: a net named %r already exists; pass overwrite=True"
                               % netdef.name)
-        copy = type(netdef)()
-        copy.CopyFrom(netdef)
-        self._store.nets[netdef.name] = PreparedNet(copy, self._store)
-        return _Net(self._store.nets[netdef.name])
+        return _Net(create_net(self._store, netdef, overwrite=True))
 
     def run(self, obj):
-        """An OperatorDef, a NetDef / Net (run once, not kept), or a Plan-like with Proto()."""
+        """An OperatorDef, a NetDef / Net (run once, not kept), or a Plan / PlanDef."""
+        from food101.caffe2.plan_executor import run_plan
         proto = obj.Proto() if hasattr(obj, "Proto") else obj
-        kind = type(proto).__name__
-        if kind == "OperatorDef":
+        if isinstance(proto, caffe2_pb2.OperatorDef):
             netdef = caffe2_pb2.NetDef(name="run_op")
             netdef.op.append(proto)
             PreparedNet(netdef, self._store).run()
-        elif kind == "NetDef":
+        elif isinstance(proto, caffe2_pb2.NetDef):
             PreparedNet(proto, self._store).run()
+        elif isinstance(proto, caffe2_pb2.PlanDef):
+            run_plan(proto, self._store)
         else:
-            raise Caffe2Error("Workspace.run: cannot run a %s (Caffe2 plans / execution steps are "
-                              "not supported by the project)" % kind)
+            raise TypeError("Workspace.run: cannot run a %s (an OperatorDef, NetDef or PlanDef)"
+                            % type(proto).__name__)
         return True
 
     def _reset(self):

@@ -21,6 +21,7 @@ import inspect
 from food101.caffe2.helpers.algebra import mat_mul, reduce_sum, sub, sum as sum_, transpose
 from food101.caffe2.helpers.arg_scope import arg_scope, get_current_scope
 from food101.caffe2.helpers.array_helpers import concat, depth_concat
+from food101.caffe2.helpers.control_ops import cond, loop
 from food101.caffe2.helpers.conv import conv, conv_nd, conv_transpose, group_conv
 from food101.caffe2.helpers.db_input import db_input
 from food101.caffe2.helpers.dropout import dropout
@@ -62,12 +63,14 @@ _registry = {
     "image_input": image_input,
     "video_input": video_input,
     "add_weight_decay": add_weight_decay,
+    "cond": cond,
+    "loop": loop,
 }
 # the helpers are reached only through the wrapper (module __getattr__ below)
 del (mat_mul, reduce_sum, sub, sum_, transpose, arg_scope, concat, depth_concat, conv, conv_nd,
      conv_transpose, group_conv, db_input, dropout, fc, prelu, relu, tanh, lrn, softmax,
      spatial_bn, average_pool, max_pool, max_pool_with_index, accuracy, add_weight_decay, iter_,
-     image_input, video_input)
+     image_input, video_input, cond, loop)
 
 
 def _accepted_names(func):

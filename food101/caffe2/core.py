@@ -18,6 +18,7 @@ Gradients differ from real Caffe2 by design: `AddGradientOperators` appends one
 the gradient blob names (`<blob>_grad`, `<loss>_autogen_grad`) are Caffe2's.
 """
 import copy
+import sys
 from collections import namedtuple
 
 import numpy as np
@@ -249,6 +250,36 @@ def _get_blob_ref(name_or_ref):
     return name_or_ref if isinstance(name_or_ref, BlobReference) else BlobReference(name_or_ref)
 
 
+def _creation_site():
+    """[(file, line, function)] of the Python frames outside this module, innermost first:
+    where the user's code created an op."""
+    frames = []
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename != __file__:
+            frames.append((code.co_filename, frame.f_lineno, code.co_name))
+        frame = frame.f_back
+    return frames
+
+
+def _run_all_on_gpu(netdef, gpu_id, use_cudnn):
+    netdef.device_option.CopyFrom(DeviceOption(caffe2_pb2.CUDA, gpu_id))
+    for op in netdef.op:
+        if use_cudnn:
+            op.engine = "CUDNN"
+        if op.type == "RecurrentNetwork":
+            for arg in op.arg:
+                if arg.name == "step_net":
+                    _run_all_on_gpu(arg.n, gpu_id, use_cudnn)
+
+
+def _run_if_immediate(op):
+    from food101.caffe2 import workspace  # workspace imports core
+    if workspace.IsImmediate():
+        workspace.RunOperatorImmediate(op)
+
+
 class Net:
     """A NetDef under construction (`Proto()` is the live caffe2_pb2.NetDef)."""
 
@@ -272,6 +303,8 @@ class Net:
         self._op_outputs = set()
         self._external_input_map = set()
         self._next_blob_name_ids = {}
+        self._op_stack_traces = {}  # op index -> [(file, line, function)], innermost first
+        self._input_record = self._output_record = None
         if isinstance(name_or_proto, caffe2_pb2.NetDef):
             if inplace:
                 self._net = name_or_proto
@@ -423,6 +456,47 @@ class Net:
     def AddExternalOutputs(self, *outputs):
         return self.AddExternalOutput(*outputs)
 
+    def AddExternalInputs(self, *inputs):
+        return self.AddExternalInput(*inputs)
+
+    # -- schema records (caffe2.python.schema Structs) as the net's inputs and outputs ---------
+    def set_input_record(self, input_record):
+        """Declare a schema record as the net's input: a record without blobs gets blobs
+        named in this net's NameScope; every field blob becomes an external input."""
+        assert self._input_record is None or (
+            input_record.has_blobs()
+            and set(input_record.field_blobs()) == set(self._input_record.field_blobs())), (
+            "Input schema cannot be reset")
+        if not input_record.has_blobs():
+            # the record's own schema module (Caffe2's schema.py) builds the blobs
+            schema = sys.modules[type(input_record).__module__]
+            with NameScope(self.Name()):
+                self._input_record = schema.NewRecord(self, input_record)
+        else:
+            self._input_record = input_record
+        for blob in self._input_record.field_blobs():
+            if blob not in self.external_inputs:
+                self.AddExternalInput(blob)
+        return self._input_record
+
+    def set_output_record(self, record):
+        assert self._output_record is None or (
+            record.has_blobs()
+            and set(record.field_blobs()) == set(self._output_record.field_blobs())), (
+            "Output schema cannot be reset")
+        for blob in record.field_blobs():
+            assert self.BlobIsDefined(blob), "{} is not defined".format(blob)
+        for blob in record.field_blobs():
+            if blob not in self.external_outputs:
+                self.AddExternalOutput(blob)
+        self._output_record = record
+
+    def input_record(self):
+        return self._input_record
+
+    def output_record(self):
+        return self._output_record
+
     def AddScopedExternalInputs(self, *inputs):
         res = self.AddExternalInput(*[ScopedBlobReference(b) for b in inputs])
         return res if isinstance(res, list) else [res]
@@ -516,12 +590,52 @@ class Net:
             new_net._InvalidateLookupTables()
         return new_net
 
+    def ClonePartial(self, name, inputs, outputs, remap_funcs=None):
+        """A net `name` with only the ops that compute `outputs` from `inputs`, and references
+        to its outputs: (new_net, [BlobReference]).
+
+        inputs: {blob of this net: its name in the clone}, a list of such pairs, or a list of
+        blobs (names kept). Blobs made inside the clone get the prefix "<name>/"; blobs it
+        reads that are neither inputs nor made inside keep their names (external inputs).
+        An input that an op needed for the outputs would itself produce is an error."""
+        if isinstance(inputs, dict):
+            pairs = list(inputs.items())
+        elif isinstance(inputs, list) and all(isinstance(i, tuple) and len(i) == 2 for i in inputs):
+            pairs = list(inputs)
+        else:
+            pairs = [(i, i) for i in inputs]
+        for output in outputs:
+            assert self.BlobIsDefined(output), "{} is not defined".format(output)
+        input_names = {str(k): str(v) for k, v in pairs}
+        output_names = [str(o) for o in outputs]
+        ssa, versions = get_ssa(self._net, {b: 0 for b in input_names})
+        used = get_op_ids_in_path(ssa, versions, list(input_names), output_names)
+        disallowed = get_op_ids_in_path(ssa, versions, [], list(input_names))
+        assert not set(used) & set(disallowed), (
+            "Cannot partially clone net: some of the ops required would generate the given input.")
+        undefined = get_undefined_blobs([ssa[i] for i in used]) - set(input_names)
+        prefix = (name + "/") if name else ""
+
+        def remap(blob):
+            if blob in input_names:
+                return input_names[blob]
+            return blob if blob in undefined else prefix + blob
+
+        mapping = {b: remap(b) for b in versions}
+        new_net = self.Clone(name, mapping, used, remap_funcs)
+        new_in = [mapping[i] for i in input_names] + sorted(undefined)
+        new_out = [mapping[o] for o in output_names]
+        proto = new_net.Proto()
+        del proto.external_input[:]
+        proto.external_input.extend(new_in)
+        del proto.external_output[:]
+        proto.external_output.extend(new_out)
+        return new_net, [new_net.GetBlobRef(o) for o in new_out]
+
     def RunAllOnGPU(self, gpu_id=0, use_cudnn=False):
-        """Put the whole net on CUDA device `gpu_id` (the NetDef's device_option)."""
-        self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CUDA, gpu_id))
-        if use_cudnn:
-            for op in self._net.op:
-                op.engine = "CUDNN"
+        """Put the whole net on CUDA device `gpu_id` (the NetDef's device_option), with the
+        step nets of RecurrentNetwork ops, as Caffe2 does."""
+        _run_all_on_gpu(self._net, gpu_id, use_cudnn)
 
     def RunAllOnCPU(self):
         self._net.device_option.CopyFrom(DeviceOption(caffe2_pb2.CPU))
@@ -542,8 +656,12 @@ class Net:
         return getattr(self, "_attr_dict", {}).get(name, [])
 
     def PopulateProtoWithFileName(self):
-        """Caffe2 records each op's creation site; the project's op errors name net and op
-        index instead, so nothing is added."""
+        """Name each op this net created "<file>:<line>:<function>" after the code that
+        created it (Caffe2 does this to point errors at the user's code)."""
+        for index, op in enumerate(self._net.op):
+            site = self._op_stack_traces.get(index)
+            if site:
+                op.name = ":".join(map(str, site[0]))
 
     def insert_op_at_idx(self, op, op_idx):
         ops = list(self._net.op)
@@ -626,6 +744,8 @@ class Net:
         outputs = _RectifyInputOutput(outputs, net=self)
         op = CreateOperator(op_type, inputs, outputs, **kwargs)
         self._ExtendOps([op])
+        self._op_stack_traces[len(self._net.op) - 1] = _creation_site()
+        _run_if_immediate(op)
         if len(op.output) == 0:
             return None
         if len(op.output) == 1:
@@ -810,11 +930,19 @@ def InferOpDeviceAsBlobDevices(op):
 
 
 def get_ssa(net, blob_versions=None):
-    """Caffe2's SSA view of a net: ([(inputs, outputs) per op as (name, version)], versions)."""
+    """Caffe2's SSA view of a net: ([(inputs, outputs) per op as (name, version)], versions).
+
+    Every write makes a new version; blobs read before any write (the external inputs, or when
+    the net declares none, every such op input) are version 0 and listed in `versions`."""
     proto = as_netdef(net)
     versions = dict(blob_versions or {})
+    for name in proto.external_input:
+        versions.setdefault(str(name), 0)
     ssa = []
     for op in proto.op:
+        if not proto.external_input:
+            for name in op.input:
+                versions.setdefault(str(name), 0)
         inputs = [(str(b), versions.get(str(b), 0)) for b in op.input]
         for b in op.output:
             versions[str(b)] = versions.get(str(b), 0) + 1
@@ -824,10 +952,23 @@ def get_ssa(net, blob_versions=None):
 
 
 def get_undefined_blobs(ssa):
-    undefined = set()
-    for inputs, _ in ssa:
-        undefined.update(b for b in inputs if b[1] == 0)
-    return undefined
+    """Names of the blobs the ops read before any of them writes them (version 0)."""
+    return {name for inputs, _ in ssa for name, version in inputs if version == 0}
+
+
+def get_op_ids_in_path(ssa, blob_versions, inputs, outputs):
+    """Sorted indices of the ops that compute the last versions of `outputs`, walking back
+    from them and stopping at `inputs` (taken in their last versions too)."""
+    stop = {(str(i), blob_versions[str(i)]) for i in inputs}
+    producers = get_output_producers(ssa)
+    queue = [(str(o), blob_versions[str(o)]) for o in outputs]
+    used = set()
+    while queue:
+        blob = queue.pop()
+        if blob not in stop and blob in producers and producers[blob] not in used:
+            used.add(producers[blob])
+            queue.extend(ssa[producers[blob]][0])
+    return sorted(used)
 
 
 def get_output_producers(ssa):
@@ -843,3 +984,12 @@ __all__ = [
     "InferBlobDevices", "IsGPUDeviceType", "IsOperator", "MakeArgument", "NameScope", "Net",
     "ScopedBlobReference", "ScopedName", "caffe2_pb2",
 ]
+
+
+# Plans and execution steps (core_plan.py builds them on the Net above; plan_executor.py runs them)
+from food101.caffe2.core_plan import (  # noqa: E402
+    ExecutionStep, Plan, add_nets_in_order, execution_step, get_net_name, output_to_list,
+    scoped_execution_step, to_execution_step)
+from food101.caffe2.device_copies import (  # noqa: E402
+    InjectCrossDeviceCopies, InjectDeviceCopiesAmongNets, InjectDeviceCopiesAmongNetsWithoutB2D,
+    RemapEntry, device_equal)

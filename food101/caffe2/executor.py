@@ -255,6 +255,14 @@ class PreparedNet:
         with torch.no_grad():
             self._run_steps(self.workspace.blobs, start, stop, None, observe)
 
+    def run_nested(self):
+        """Run every op under the caller's autograd mode: control-flow ops (If, While, Do) run
+        their subnets this way, so an outer net's gradients flow through the branch taken."""
+        if self.backward is not None:
+            raise Caffe2Error("net %r: a subnet of a control-flow op cannot hold gradient ops"
+                              % self.name)
+        self._run_steps(self.workspace.blobs, 0, len(self.steps), None)
+
     # -- running ------------------------------------------------------------------------------
     def run(self):
         blobs = self.workspace.blobs

@@ -10,6 +10,9 @@ the current workspace, as `caffe2.python.workspace` does:
         workspace.RunNet(model.net)             # no per-iteration parsing
     workspace.FetchBlob("loss")                 # numpy out
 """
+import os
+import threading
+
 import numpy as np
 import torch
 
@@ -98,8 +101,11 @@ def SwitchWorkspace(name, create_if_missing=False):
 
 
 def ResetWorkspace(root_folder=None):
+    """Drop the current workspace's blobs and nets; `root_folder` (created if missing) becomes
+    where relative db paths resolve, else the root folder is kept."""
     _current.reset()
     if root_folder is not None:
+        os.makedirs(str(root_folder), exist_ok=True)
         _current.root_folder = str(root_folder)
     return True
 
@@ -347,15 +353,66 @@ def GetNetName(net):
 
 
 def StringifyProto(obj):
-    from google.protobuf import text_format
-    if isinstance(obj, str):
+    """A proto (or an object with Proto()) serialized to bytes; strings pass through."""
+    from google.protobuf.message import Message
+    if isinstance(obj, (str, bytes)):
         return obj
-    proto = obj.Proto() if hasattr(obj, "Proto") else obj
-    return text_format.MessageToString(proto)
+    if isinstance(obj, Message):
+        return obj.SerializeToString()
+    if hasattr(obj, "Proto"):
+        return obj.Proto().SerializeToString()
+    raise ValueError("Unexpected argument to StringifyProto of type " + type(obj).__name__)
 
 
 def RootFolder():
-    return "."  # Caffe2's default root folder: relative paths resolve from the process's cwd
+    """Where the current workspace resolves relative db paths ("." unless ResetWorkspace set it)."""
+    return _current.root_folder
+
+
+def _as_plandef(plan_or_step):
+    from food101.caffe2 import core
+    from food101.caffe2.proto import caffe2_pb2
+    if isinstance(plan_or_step, core.ExecutionStep):
+        plan_or_step = core.Plan(plan_or_step)
+    if isinstance(plan_or_step, bytes):
+        return caffe2_pb2.PlanDef.FromString(plan_or_step)
+    return plan_or_step.Proto() if hasattr(plan_or_step, "Proto") else plan_or_step
+
+
+def RunPlan(plan_or_step):
+    """Run a Plan, an ExecutionStep, a PlanDef or a serialized PlanDef (plan_executor.py)."""
+    from food101.caffe2.plan_executor import run_plan
+    return run_plan(_as_plandef(plan_or_step), _current)
+
+
+class BackgroundPlan:
+    """A plan running on a thread: is_done(), then is_succeeded() (which re-raises its error,
+    as Caffe2's does)."""
+
+    def __init__(self, plan, store):
+        from food101.caffe2.plan_executor import run_plan
+        self._error = None
+
+        def target():
+            try:
+                run_plan(plan, store)
+            except BaseException as e:  # noqa: BLE001 - handed to is_succeeded()
+                self._error = e
+        self._thread = threading.Thread(target=target, name="plan " + plan.name, daemon=True)
+        self._thread.start()
+
+    def is_done(self):
+        return not self._thread.is_alive()
+
+    def is_succeeded(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return True
+
+
+def RunPlanInBackground(plan_or_step):
+    return BackgroundPlan(_as_plandef(plan_or_step), _current)
 
 
 def GetCuDNNVersion():
@@ -471,3 +528,116 @@ def _parse_net(net, caffe2_pb2):
         proto.ParseFromString(net)
         return proto
     return as_netdef(net)
+
+
+def GetOperatorCost(operator, blobs):
+    """(flops, bytes written) of an OperatorDef (or its serialization) on the current
+    workspace's blobs `blobs` (operator_cost.py)."""
+    from food101.caffe2.operator_cost import operator_cost
+    from food101.caffe2.proto import caffe2_pb2
+    if isinstance(operator, bytes):
+        operator = caffe2_pb2.OperatorDef.FromString(operator)
+    return operator_cost(operator, blobs, _current)
+
+
+def ApplyTransform(transform_key, net):
+    """The NetDef `net` transformed by the registered transform `transform_key` (transforms.py)."""
+    from food101.caffe2.transforms import apply_transform
+    return apply_transform(str(transform_key), as_netdef(net))
+
+
+def ApplyTransformIfFaster(transform_key, net, init_net, warmup_runs=5, main_runs=10,
+                           improvement_threshold=1.01):
+    """The transformed net if it runs `improvement_threshold` times faster than `net` on the
+    current workspace (after `init_net` ran there), else `net` itself."""
+    import time
+    netdef = as_netdef(net)
+    candidate = ApplyTransform(transform_key, netdef)
+
+    def seconds_per_run(proto):
+        RunNetOnce(init_net)
+        prepared = PreparedNet(proto, _current)
+        for _ in range(warmup_runs):
+            prepared.run()
+        start = time.perf_counter()
+        for _ in range(max(main_runs, 1)):
+            prepared.run()
+        return (time.perf_counter() - start) / max(main_runs, 1)
+
+    before, after = seconds_per_run(netdef), seconds_per_run(candidate)
+    return candidate if before > after * improvement_threshold else netdef
+
+
+# -- immediate mode: every op a core.Net creates also runs at once, in a workspace of its own --
+_immediate_mode = False
+_immediate_workspace_name = "_CAFFE2_IMMEDIATE"
+_immediate_root_folder = ""
+
+
+def IsImmediate():
+    return _immediate_mode
+
+
+def StartImmediate(i_know=False):
+    """Run every op as core.Net creates it, in a private workspace with a temporary root
+    folder (Caffe2's debugging mode; it prints a warning unless `i_know`)."""
+    import tempfile
+    global _immediate_mode, _immediate_root_folder
+    if IsImmediate():
+        StopImmediate()
+    _immediate_mode = True
+    _immediate_root_folder = tempfile.mkdtemp()
+    workspace = Workspace(_immediate_workspace_name)
+    workspace.root_folder = _immediate_root_folder
+    _workspaces[_immediate_workspace_name] = workspace
+    if not i_know:
+        print("Enabling immediate mode: every operator a net creates also runs now, in its "
+              "own workspace (slow; for debugging).")
+
+
+def StopImmediate():
+    """Leave immediate mode: its workspace and root folder are deleted."""
+    import shutil
+    global _immediate_mode, _immediate_root_folder
+    if not IsImmediate():
+        return
+    workspace = _workspaces.pop(_immediate_workspace_name)
+    workspace.close_blobs()
+    shutil.rmtree(_immediate_root_folder, ignore_errors=True)
+    _immediate_root_folder = ""
+    _immediate_mode = False
+
+
+def _immediate():
+    if not IsImmediate():
+        raise Caffe2Error("immediate mode is off: call workspace.StartImmediate() first")
+    return _workspaces[_immediate_workspace_name]
+
+
+def ImmediateBlobs():
+    return sorted(_immediate().blobs)
+
+
+def RunOperatorImmediate(op):
+    from food101.caffe2.proto import caffe2_pb2
+    netdef = caffe2_pb2.NetDef(name="RunOperatorImmediate")
+    netdef.op.append(op)
+    PreparedNet(netdef, _immediate()).run()
+    return True
+
+
+def FetchImmediate(*args, **kwargs):
+    return _with_workspace(_immediate(), FetchBlob, *args, **kwargs)
+
+
+def FeedImmediate(*args, **kwargs):
+    return _with_workspace(_immediate(), FeedBlob, *args, **kwargs)
+
+
+def _with_workspace(workspace, fn, *args, **kwargs):
+    global _current
+    previous, _current = _current, workspace
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _current = previous

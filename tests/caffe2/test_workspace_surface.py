@@ -38,8 +38,17 @@ def test_c_workspace_is_private_and_current_is_shared():
         ws.create_net(net)
     workspace.FeedBlob("y", np.ones(1, np.float32))
     assert "y" in workspace.C.Workspace.current.blobs
-    with pytest.raises(Caffe2Error, match="TensorCPU"):
-        ws.blobs["t"].tensor()
+    view = ws.blobs["t"].tensor()       # Caffe2's in-place TensorCPU view
+    view.data[0] = 9.0
+    np.testing.assert_array_equal(ws.blobs["t"].fetch(), [9.0, 2.5])
+    copy = view.fetch()
+    view.data[1] = 0.0
+    np.testing.assert_array_equal(copy, [9.0, 2.5])
+    view.init([2, 3], caffe2_pb2.TensorProto.INT32)
+    view.data[1, 1] = 7
+    assert ws.blobs["t"].fetch().dtype == np.int32 and ws.blobs["t"].fetch()[1, 1] == 7
+    with pytest.raises(RuntimeError):
+        view.init([1], caffe2_pb2.TensorProto.STRING)
 
 
 def test_predictor_runs_init_once_and_feeds_inputs_in_order():

@@ -72,8 +72,11 @@ def split(X, split_sizes=None, *, axis=None, split=None, order="NCHW", add_axis=
         enforce(len(sizes) == count, "split=%s has %d sizes but the op has %d outputs"
                 % (sizes, len(sizes), count))
     else:
-        enforce(X.shape[axis] % count == 0, "X %s cannot be split evenly along axis %d into %d "
-                "outputs" % (list(X.shape), axis, count))
+        enforce(X.shape[axis] % count == 0, "[enforce fail at concat_split_op.h:134] "
+                "input_channels %% OutputSize() == 0. %d vs 0. If you did not specify split "
+                "explicitly, the number of input channels should be divisible by the output size. "
+                "(X %s along axis %d, %d outputs)"
+                % (X.shape[axis] % count, list(X.shape), axis, count))
         sizes = [X.shape[axis] // count] * count
     enforce(sum(sizes) == X.shape[axis], "split sizes %s add up to %d, but X %s has %d along axis "
             "%d" % (sizes, sum(sizes), list(X.shape), X.shape[axis], axis))

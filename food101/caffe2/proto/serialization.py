@@ -41,6 +41,14 @@ _STORAGE = {
     _DT.STRING: (object, "string_data"),
 }
 
+def numpy_dtype_of(data_type):
+    """The numpy dtype a TensorProto data_type holds (object for STRING)."""
+    try:
+        return np.dtype(_STORAGE[data_type][0])
+    except KeyError:
+        raise Caffe2Error("TensorProto data_type %d has no numpy dtype" % data_type) from None
+
+
 # numpy dtype -> the data_type numpy_to_tensor picks by default.
 _DATA_TYPE_OF = {
     np.dtype(np.float32): _DT.FLOAT, np.dtype(np.float64): _DT.DOUBLE,
