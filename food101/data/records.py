@@ -12,7 +12,9 @@ every record the schema does; tests check that they agree.
 """
 import numpy as np
 
-from food101.caffe2.proto import caffe2_pb2, tensor_to_numpy
+from food101.caffe2.proto import caffe2_pb2, caffe_datum, tensor_to_numpy
+from food101.caffe2.proto.caffe_datum import DatumError
+from food101.caffe2.proto.caffe_datum import read_varint as _varint
 
 BYTE = caffe2_pb2.TensorProto.BYTE
 FLOAT = caffe2_pb2.TensorProto.FLOAT
@@ -48,19 +50,6 @@ def encode_record(image_chw, label):
 
 class _Fallback(Exception):
     """The scanner met something it does not handle; use the schema parse."""
-
-
-def _varint(buf, pos):
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise _Fallback()
 
 
 def _signed64(v):
@@ -182,7 +171,7 @@ class RecordDecoder:
             if len(tensors) == 2:
                 self._remember_header(buf, dims, dtype, count, offset + nbytes)
             return image, label_values[0]
-        except (_Fallback, IndexError):
+        except (_Fallback, DatumError, IndexError):
             return self._decode_with_schema(key, buf)
 
     def _remember_header(self, buf, dims, dtype, count, end):
@@ -191,7 +180,7 @@ class RecordDecoder:
         start = end - count * dtype.itemsize
         try:
             tail = scan_record(bytes(buf[end:]))
-        except (_Fallback, IndexError):
+        except (_Fallback, DatumError, IndexError):
             return
         if len(tail) == 1:
             self._header = (bytes(buf[:start]), dims, dtype, count, end)
@@ -199,7 +188,7 @@ class RecordDecoder:
     def _tail_label(self, key, tail):
         try:
             tensors = scan_record(tail)
-        except (_Fallback, IndexError):
+        except (_Fallback, DatumError, IndexError):
             tensors = None
         if not tensors or len(tensors) != 1 or tensors[0][1] not in _LABEL_TYPES \
                 or not isinstance(tensors[0][2], list) or len(tensors[0][2]) != 1:
@@ -210,10 +199,13 @@ class RecordDecoder:
         return label
 
     def _decode_with_schema(self, key, buf):
+        if caffe_datum.looks_like_datum(buf):
+            return self._decode_datum(key, buf)
         try:
             protos = caffe2_pb2.TensorProtos.FromString(bytes(buf))
         except Exception as e:  # the protobuf runtime's DecodeError and friends
-            self.fail(key, "not a Caffe2 TensorProtos (%s: %s)" % (type(e).__name__, e))
+            self.fail(key, "neither a Caffe2 TensorProtos (%s: %s) nor a Caffe Datum"
+                      % (type(e).__name__, e))
         if len(protos.protos) < 2:
             self.fail(key, "holds %d tensor(s), expected 2 (image, label)" % len(protos.protos))
         try:
@@ -230,6 +222,23 @@ class RecordDecoder:
             self.fail(key, "label is %s of shape %s, expected one INT32/INT64 value"
                       % (label.dtype, list(label.shape)))
         return image, int(label.reshape(-1)[0])
+
+
+    def _decode_datum(self, key, buf):
+        """A Caffe Data-layer record (convert_imageset): raw or encoded uint8 image, label."""
+        try:
+            datum = caffe_datum.parse_datum(bytes(buf))
+            image = caffe_datum.datum_image(datum, decode=_decode_bgr)
+        except DatumError as e:
+            self.fail(key, "not a Caffe2 TensorProtos, and not a readable Caffe Datum: %s" % e)
+        if image.shape[0] not in (1, 3):
+            self.fail(key, "Caffe Datum with %d channels, expected 1 or 3" % image.shape[0])
+        return image, int(datum["label"])
+
+
+def _decode_bgr(data):
+    import cv2  # only encoded Caffe Datums need OpenCV here
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
 
 
 def key_text(key):

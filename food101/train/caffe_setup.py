@@ -35,13 +35,14 @@ class CaffeSetupError(ValueError):
     """A Caffe net the trainer cannot train as it is; the message names the layer."""
 
 
-def resize_classifiers(net, num_classes):
-    """Set num_output of every layer that feeds a SoftmaxWithLoss to `num_classes`; notes."""
+def classifier_layers(net):
+    """The layers that produce the scores of each SoftmaxWithLoss (Convolution/InnerProduct,
+    found through the pass-through layers between them and the loss)."""
     producers = {}
     for layer in net.layer:
         for top in layer.top:
             producers.setdefault(top, []).append(layer)
-    notes = []
+    found = []
     for loss in [l for l in net.layer if l.type == "SoftmaxWithLoss"]:
         blob, seen = loss.bottom[0], set()
         while blob in producers and blob not in seen:
@@ -49,17 +50,35 @@ def resize_classifiers(net, num_classes):
             layer = next((l for l in reversed(producers[blob]) if l.type not in _PASS_THROUGH),
                          producers[blob][0])
             if layer.type in ("Convolution", "InnerProduct"):
-                param = layer.convolution_param if layer.type == "Convolution" \
-                    else layer.inner_product_param
-                if param.num_output != num_classes:
-                    notes.append((layer.name, "classifier num_output %d -> %d (the training set's "
-                                              "classes); its weights start from the filler"
-                                  % (param.num_output, num_classes)))
-                    param.num_output = num_classes
+                found.append(layer)
                 break
             if layer.type not in _PASS_THROUGH:
                 break
             blob = layer.bottom[0]
+    return found
+
+
+def _num_output_param(layer):
+    return layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
+
+
+def net_num_classes(net_path):
+    """The class count a Caffe net is written for: its classifiers' num_output (the largest,
+    if they differ); None when no SoftmaxWithLoss is fed by one."""
+    outputs = [_num_output_param(l).num_output for l in classifier_layers(netfile.read_net(net_path))]
+    return max(outputs) if outputs else None
+
+
+def resize_classifiers(net, num_classes):
+    """Set num_output of every layer that feeds a SoftmaxWithLoss to `num_classes`; notes."""
+    notes = []
+    for layer in classifier_layers(net):
+        param = _num_output_param(layer)
+        if param.num_output != num_classes:
+            notes.append((layer.name, "classifier num_output %d -> %d (the training set's "
+                                      "classes); its weights start from the filler"
+                          % (param.num_output, num_classes)))
+            param.num_output = num_classes
     return notes
 
 
@@ -112,7 +131,7 @@ def build(cfg, class_names, device_option):
     for layer in net.layer:
         if layer.type in ("Data", "ImageData") and layer.top:
             shapes[layer.top[0]] = [1, 3, crop, crop]
-    train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes)
+    train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes, fused_loss=True)
     test = translator.translate(net, weights, phase="TEST", data_shapes=shapes)
     if not train.data_layers:
         raise CaffeSetupError("%s has no Data/ImageData layer in the TRAIN phase: the trainer "

@@ -18,12 +18,14 @@ driver trains with is the one the op computes.
 """
 import dataclasses
 import difflib
+import logging
 import os
 import random
 import re
 from dataclasses import dataclass, field
 from typing import Tuple
 
+import numpy as np
 import yaml
 
 from food101.fileio import write_text
@@ -539,6 +541,8 @@ def caffe_data_updates(net_path):
                 updates["data.mean"] = [float(v) for v in t.mean_value]
             elif len(t.mean_value) == 1:
                 updates["data.mean"] = [float(t.mean_value[0])] * 3
+            elif t.mean_file:
+                updates["data.mean"] = _mean_file_channels(t.mean_file, net_path, layer.name)
             updates["data.mirror"] = bool(t.mirror)
             if source and layer.type == "Data":
                 updates["data.train_lmdb"] = source
@@ -548,6 +552,25 @@ def caffe_data_updates(net_path):
             if source and layer.type == "Data":
                 updates["data.test_lmdb"] = source
     return updates
+
+
+def _mean_file_channels(mean_file, net_path, layer_name):
+    """A Caffe mean image reduced to its per-channel (B, G, R) means, with a warning: the trainer
+    subtracts one value per channel, as Caffe does for mean_value (BVLC's own models moved from
+    mean_file to mean_value; the difference for a natural-image mean is a few grey levels)."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), mean_file)
+    path = mean_file if os.path.exists(mean_file) or not os.path.exists(beside) else beside
+    mean = netfile.read_mean_file(path)
+    channels = [float(c) for c in mean.reshape(mean.shape[0], -1).mean(axis=1)]
+    spread = float(np.abs(mean - np.asarray(channels, np.float32)[:, None, None]).max())
+    if len(channels) == 1:
+        channels *= 3
+    logging.getLogger(__name__).warning(
+        "layer %r: mean_file %s (a %s mean image) is applied as its per-channel means %s: the "
+        "trainer subtracts one value per channel, as for mean_value; the image differs from them "
+        "by up to %.1f grey levels", layer_name, path, "x".join(str(d) for d in mean.shape),
+        "[" + ", ".join("%.2f" % c for c in channels) + "]", spread)
+    return channels
 
 
 # ------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from food101.diagnostics import Action
 from food101.inference.evaluate import write_results
 from food101.interop.deploy import ModelMetadata, write_deploy
 from food101 import checkpoint as ckpt
+from food101.train import caffe_setup
 from food101.train import config as C
 from food101.train import distributed
 from food101.train.hooks import (Checkpoints, Distributed, Evaluation, RunDiagnostics, RunLogging,
@@ -506,7 +507,8 @@ class Trainer:
 
 def dataset_classes(cfg, reader_classes=None):
     """The class names of the run: data.classes_file, else the train LMDB's builder metadata,
-    else Food-101's 101."""
+    else, for a Caffe net (its LMDBs carry no class names), class_0.. as many as its classifier's
+    num_output, else Food-101's 101."""
     if cfg.data.classes_file:
         try:
             with open(cfg.data.classes_file, encoding="utf-8") as f:
@@ -516,7 +518,13 @@ def dataset_classes(cfg, reader_classes=None):
                                 % (cfg.data.classes_file, e)) from None
     if reader_classes is None and cfg.data.train_lmdb and os.path.isdir(cfg.data.train_lmdb):
         reader_classes = (read_lmdb_metadata(cfg.data.train_lmdb) or {}).get("classes")
-    return list(reader_classes) if reader_classes else food101_classes()
+    if reader_classes:
+        return list(reader_classes)
+    if cfg.model.caffe_net:
+        count = caffe_setup.net_num_classes(cfg.model.caffe_net)
+        if count:
+            return ["class_%d" % i for i in range(count)]
+    return food101_classes()
 
 
 def export_deploy(trainer, dest):

@@ -160,7 +160,7 @@ def test_malformed_record_names_path_and_key(tmp_path):
     path = _write(tmp_path / "bad", [(b"00000000", good), (b"00000001", b"\x0a\x05garbage!"),
                                      (b"00000002", good)])
     with LMDBReader(path, 3) as reader:
-        with pytest.raises(RecordError, match=r"bad: record '00000001': not a Caffe2 TensorProtos"):
+        with pytest.raises(RecordError, match=r"bad: record '00000001': neither a Caffe2 TensorProtos"):
             next(iter(reader))
 
 

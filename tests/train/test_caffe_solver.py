@@ -184,3 +184,64 @@ def test_a_frozen_net_says_there_is_nothing_to_train(demo, monkeypatch):
     with pytest.raises(Exception, match="(?s)nothing to train.*conv1_bn"):
         build_training_nets(cfg, ["c%d" % i for i in range(6)], caffe2_pb2.DeviceOption())
     assert workspace  # nothing ran in the user's workspace
+
+
+def _datum_lmdb(path, images_labels):
+    import lmdb
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, (image, label) in enumerate(images_labels):
+            datum = caffe_pb2.Datum(channels=3, height=image.shape[1], width=image.shape[2],
+                                    label=int(label), data=image.tobytes())
+            txn.put(b"%08d" % i, datum.SerializeToString())
+    env.close()
+
+
+def test_caffe_datum_lmdbs_mean_file_and_class_count_from_the_net(tmp_path, monkeypatch, caplog):
+    """A Caffe user's own setup: Data layers on convert_imageset LMDBs (Datum records, no class
+    names), a mean_file; the class count comes from the net's classifier (num_output 4)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 8)):
+        _datum_lmdb(tmp_path / ("%s_lmdb" % split),
+                    [(rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), i % 4) for i in range(n)])
+    mean = caffe_pb2.BlobProto(num=1, channels=3, height=28, width=28)
+    mean.data.extend(np.repeat([100.0, 110.0, 120.0], 28 * 28).tolist())
+    (tmp_path / "mean.binaryproto").write_bytes(mean.SerializeToString())
+    net = (TRAIN_VAL.replace("mean_value: 104 mean_value: 117 mean_value: 123", 'mean_file: "mean.binaryproto"')
+           .replace("num_output: 10", "num_output: 4"))
+    (tmp_path / "train_val.prototxt").write_text(net)
+    (tmp_path / "solver.prototxt").write_text(SOLVER.replace("max_iter: 12", "max_iter: 4"))
+    monkeypatch.chdir(tmp_path)
+    cfg = C.load_config(solver_path=str(tmp_path / "solver.prototxt"))
+    assert cfg.data.mean == (100.0, 110.0, 120.0)
+    assert "applied as its per-channel means [100.00, 110.00, 120.00]" in caplog.text
+    from food101.train import fine_tune
+    result = fine_tune(cfg, overrides={"train.output_dir": str(tmp_path / "run"),
+                                       "diagnostics.stats_interval": 0})
+    with open(result["eval_path"]) as f:
+        evaluation = __import__("json").load(f)
+    assert sorted(evaluation["per_class"]) == ["class_0", "class_1", "class_2", "class_3"]
+    assert evaluation["images"] == 8 and np.isfinite(evaluation["loss"])
+
+
+def test_training_translation_fuses_softmax_with_loss():
+    """For training, SoftmaxWithLoss is Caffe2's fused op (gradient prob - onehot, as Caffe's
+    layer); the default translation stays Caffe2's translator's Softmax + LabelCrossEntropy."""
+    from google.protobuf import text_format
+    from food101.caffe2 import core
+    net = text_format.Parse(TRAIN_VAL, caffe_pb2.NetParameter())
+    shapes = {"data": [1, 3, 24, 24]}
+    plain = translator.translate(net, phase="TRAIN", data_shapes=shapes)
+    fused = translator.translate(net, phase="TRAIN", data_shapes=shapes, fused_loss=True)
+    assert "LabelCrossEntropy" in [op.type for op in plain.ops]
+    types = [op.type for op in fused.ops]
+    assert "LabelCrossEntropy" not in types and types.count("SoftmaxWithLoss") == 2
+    # a confidently wrong image still gets the full gradient, prob - onehot
+    workspace.ResetWorkspace()
+    workspace.FeedBlob("s", np.array([[60.0, 0.0, -60.0]], np.float32))
+    workspace.FeedBlob("l", np.array([2], np.int32))
+    check = core.Net("fused_check")
+    check.SoftmaxWithLoss(["s", "l"], ["p", "loss"])
+    check.AddGradientOperators(["loss"])
+    workspace.RunNetOnce(check)
+    np.testing.assert_allclose(workspace.FetchBlob("s_grad"), [[1.0, 0.0, -1.0]], atol=1e-6)

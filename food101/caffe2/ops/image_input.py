@@ -34,7 +34,7 @@ import torch
 from food101.caffe2 import db as dbs
 from food101.caffe2.errors import enforce
 from food101.caffe2.ops.registry import operator
-from food101.caffe2.proto import caffe2_pb2
+from food101.caffe2.proto import caffe2_pb2, caffe_datum
 
 _STRING = caffe2_pb2.TensorProto.STRING
 _BYTE = caffe2_pb2.TensorProto.BYTE
@@ -109,58 +109,14 @@ def _tensor_protos_record(key, value, color, source):
     return _as_color(image, color), int(label)
 
 
-# Caffe's Datum: channels=1, height=2, width=3, data=4, label=5, float_data=6, encoded=7.
-def _varint(buf, pos):
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _parse_datum(value, key, source):
-    fields = {"channels": 0, "height": 0, "width": 0, "data": b"", "label": 0, "encoded": 0}
-    names = {1: "channels", 2: "height", 3: "width", 4: "data", 5: "label", 7: "encoded"}
-    pos = 0
-    try:
-        while pos < len(value):
-            tag, pos = _varint(value, pos)
-            field, wire = tag >> 3, tag & 7
-            if wire == 0:
-                number, pos = _varint(value, pos)
-                if field in names:
-                    fields[names[field]] = number - (1 << 64) if number >= 1 << 63 else number
-            elif wire == 2:
-                size, pos = _varint(value, pos)
-                if field == 4:
-                    fields["data"] = bytes(value[pos:pos + size])
-                pos += size
-            elif wire == 5:
-                pos += 4
-            elif wire == 1:
-                pos += 8
-            else:
-                raise IndexError
-    except IndexError:
-        enforce(False, "ImageInput: record %r of %r is not a Caffe Datum (use_caffe_datum=1)",
-                key, source)
-    return fields
-
-
 def _datum_record(key, value, color, source):
-    datum = _parse_datum(value, key, source)
-    if datum["encoded"]:
-        image = _decode(datum["data"], color, key, source)
-    else:
-        c, h, w = datum["channels"], datum["height"], datum["width"]
-        enforce(c * h * w == len(datum["data"]) and c in (1, 3),
-                "ImageInput: Datum %r of %r: %dx%dx%d does not match its %d data bytes",
-                key, source, c, h, w, len(datum["data"]))
-        image = np.frombuffer(datum["data"], dtype=np.uint8).reshape(c, h, w).transpose(1, 2, 0)
-    return _as_color(image, color), int(datum["label"])
+    try:
+        datum = caffe_datum.parse_datum(value)
+        image = caffe_datum.datum_image(datum, decode=lambda data: _decode(data, color, key, source))
+    except caffe_datum.DatumError as e:
+        enforce(False, "ImageInput: record %r of %r is not a Caffe Datum (use_caffe_datum=1): %s",
+                key, source, e)
+    return _as_color(image.transpose(1, 2, 0), color), int(datum["label"])
 
 
 def _resized(image, side, warp):

@@ -144,6 +144,28 @@ def read_caffemodel(path):
     return upgrade_v1(net)
 
 
+def read_mean_file(path):
+    """A transform_param mean_file (binaryproto BlobProto, 1 x C x H x W) -> float32 C x H x W."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CaffeFormatError("cannot read mean_file %s: %s" % (path, e.strerror or e)) from None
+    blob = caffe_pb2.BlobProto()
+    try:
+        blob.ParseFromString(data)
+    except DecodeError as e:
+        raise CaffeFormatError("mean_file %s is not a Caffe BlobProto (.binaryproto): %s"
+                               % (path, e)) from None
+    mean = blob_array(blob, "mean_file %s" % path)
+    if mean.ndim == 4 and mean.shape[0] == 1:
+        mean = mean[0]
+    if mean.ndim != 3 or mean.shape[0] not in (1, 3) or mean.size == 0:
+        raise CaffeFormatError("mean_file %s: a mean image is 1 x C x H x W with C 1 or 3, this "
+                               "blob is %s" % (path, list(blob_array(blob).shape)))
+    return mean
+
+
 def blob_array(blob, where="blob"):
     """BlobProto -> float32 array: `shape` if set, else legacy num/channels/height/width."""
     if blob.HasField("shape"):

@@ -65,6 +65,7 @@ class Translation:
 
     def __init__(self, name, phase, is_test):
         self.name, self.phase, self.is_test = name, phase, is_test
+        self.fused_loss = False
         self.ops = []
         self.params = OrderedDict()      # blob -> Param
         self.inputs = OrderedDict()      # blob -> shape (Input layers, input_shape, input_dim)
@@ -183,14 +184,18 @@ def should_include(layer, state):
 
 
 def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_state=None,
-              input_dims=None, data_shapes=None):
+              input_dims=None, data_shapes=None, fused_loss=False):
     """Translate `caffe_net` (NetParameter) for one phase; weights from `pretrained_net`
     (a NetParameter from a .caffemodel) by layer name, else from the layers' fillers.
 
     phase: "TRAIN"/"TEST" or caffe_pb2.TRAIN/TEST (default TEST). is_test (default: phase is TEST)
     puts Dropout and BatchNorm in inference mode. input_dims: the shape of the net's input;
     data_shapes: {Data layer top: N x C x H x W} where a Data layer's images are not
-    3 x crop_size x crop_size (only needed to size parameters drawn from fillers)."""
+    3 x crop_size x crop_size (only needed to size parameters drawn from fillers).
+    fused_loss: SoftmaxWithLoss becomes Caffe2's fused SoftmaxWithLoss op (for training: its
+    gradient is prob - onehot, as Caffe's layer, where the unfused Softmax + LabelCrossEntropy
+    that Caffe2's translator writes gives ~0 gradient once a label's probability is below the
+    1e-20 clamp); by default the translation is op for op Caffe2's translator's."""
     state = caffe_pb2.NetState()
     if net_state is not None:
         state.CopyFrom(net_state)
@@ -198,6 +203,7 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
         state.phase = caffe_pb2.Phase.Value(phase) if isinstance(phase, str) else phase
     is_test = (state.phase == caffe_pb2.TEST) if is_test is None else bool(is_test)
     t = Translation(caffe_net.name or "caffe_net", caffe_pb2.Phase.Name(state.phase), is_test)
+    t.fused_loss = bool(fused_loss)
     t.data_shapes.update(data_shapes or {})
     _net_inputs(caffe_net, t, input_dims)
     t.input_dims = input_dims
@@ -758,10 +764,13 @@ def _softmax_with_loss(t, layer):
         raise CaffeFormatError("layer %r: softmax_param.axis != 1 is not supported" % layer.name)
     scores, label = layer.bottom[0], layer.bottom[1]
     prob = scores + "_translator_autogen_softmax"
-    xent = scores + "_translator_autogen_xent"
-    t.op(layer, "Softmax", [scores], [prob])
-    t.op(layer, "LabelCrossEntropy", [prob, label], [xent])
-    t.op(layer, "AveragedLoss", [xent], [layer.top[0]])
+    if t.fused_loss:
+        t.op(layer, "SoftmaxWithLoss", [scores, label], [prob, layer.top[0]])
+    else:
+        xent = scores + "_translator_autogen_xent"
+        t.op(layer, "Softmax", [scores], [prob])
+        t.op(layer, "LabelCrossEntropy", [prob, label], [xent])
+        t.op(layer, "AveragedLoss", [xent], [layer.top[0]])
     weight = layer.loss_weight[0] if layer.loss_weight else 1.0
     t.losses.append((layer.top[0], float(weight)))
 
