@@ -215,6 +215,14 @@ PASS_THROUGH = {"Sum", "Alias"}
 # Ops whose inputs get no gradient, as in Caffe2 (a None per input, no op).
 NO_GRADIENT = {"StopGradient", "EnsureCPUOutput", "Shape", "Iter", "AtomicIter", "Print",
                "Summarize", "LearningRate"}
+# Ops Caffe2 refuses a gradient for (SHOULD_NOT_DO_GRADIENT, or no gradient registered) that
+# the generic autograd gradient would otherwise cover: asking raises, as in Caffe2.
+NOT_DIFFERENTIABLE = {"LengthsGather": "One should not call gradient for operator %s.",
+                      "ResizeLike": "One should not call gradient for operator %s.",
+                      "SumReduceLike": "No gradient registered for %s.",
+                      "SumSqrElements": "No gradient registered for %s.",
+                      "CopyOnDeviceLike": "No gradient registered for %s.",
+                      "CopyFromCPUInput": "No gradient registered for %s."}
 
 
 def _expand(spec, op, g_output, grad_names):
@@ -263,6 +271,8 @@ def gradient_for_op(op, g_output, make_argument):
         return [], [g_output[0]] * len(op.input)
     if op.type in NO_GRADIENT:
         return [], [None] * len(op.input)
+    if op.type in NOT_DIFFERENTIABLE:
+        raise GradientNotDefined(NOT_DIFFERENTIABLE[op.type] % op.type)
     schema = registry.lookup(op.type)
     maker = MAKERS.get(op.type)
     specs = maker(op) if maker is not None else None
