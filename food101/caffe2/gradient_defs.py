@@ -102,6 +102,22 @@ def _pow(op):
     return None  # the generic gradient
 
 
+def _cast(op):
+    """Cast back: the gradient is cast from `to` to `from_type`, which Caffe2 requires."""
+    args = {a.name: a for a in op.arg}
+    if "from_type" not in args or not (args["from_type"].HasField("i")
+                                       or args["from_type"].HasField("s")):
+        raise GradientNotDefined("Argument 'from_type' of type int or string is required to "
+                                 "get the gradient of CastOp")
+
+    def enum(arg):
+        if arg.HasField("i"):
+            return arg.i
+        return getattr(caffe2_pb2.TensorProto, arg.s.decode().upper())
+    return [("Cast", ["GO0"], ["GI0"], False,
+             {"to": enum(args["from_type"]), "from_type": enum(args["to"])})]
+
+
 def _python(op):
     """PythonGradient: (inputs, outputs, grads of the chosen outputs) -> chosen input grads."""
     args = {a.name: list(a.ints) for a in op.arg if a.name in ("grad_output_indices",
@@ -116,6 +132,7 @@ def _python(op):
 # Caffe2's gradient makers (torch 1.4.0), by forward op type.
 MAKERS = {
     "Python": _python,
+    "Cast": _cast,
     "Relu": _unary_y("ReluGradient"), "Sigmoid": _unary_y("SigmoidGradient"),
     "Tanh": _unary_y("TanhGradient"), "Elu": _unary_y("EluGradient"),
     "LeakyRelu": _unary_y("LeakyReluGradient"), "ReluN": _unary_y("ReluNGradient"),
@@ -197,7 +214,15 @@ MAKERS = {
 PASS_THROUGH = {"Sum", "Alias"}
 # Ops whose inputs get no gradient, as in Caffe2 (a None per input, no op).
 NO_GRADIENT = {"StopGradient", "EnsureCPUOutput", "Shape", "Iter", "AtomicIter", "Print",
-               "Summarize", "Cast", "LearningRate"}
+               "Summarize", "LearningRate"}
+# Ops Caffe2 refuses a gradient for (SHOULD_NOT_DO_GRADIENT, or no gradient registered) that
+# the generic autograd gradient would otherwise cover: asking raises, as in Caffe2.
+NOT_DIFFERENTIABLE = {"LengthsGather": "One should not call gradient for operator %s.",
+                      "ResizeLike": "One should not call gradient for operator %s.",
+                      "SumReduceLike": "No gradient registered for %s.",
+                      "SumSqrElements": "No gradient registered for %s.",
+                      "CopyOnDeviceLike": "No gradient registered for %s.",
+                      "CopyFromCPUInput": "No gradient registered for %s."}
 
 
 def _expand(spec, op, g_output, grad_names):
@@ -246,6 +271,8 @@ def gradient_for_op(op, g_output, make_argument):
         return [], [g_output[0]] * len(op.input)
     if op.type in NO_GRADIENT:
         return [], [None] * len(op.input)
+    if op.type in NOT_DIFFERENTIABLE:
+        raise GradientNotDefined(NOT_DIFFERENTIABLE[op.type] % op.type)
     schema = registry.lookup(op.type)
     maker = MAKERS.get(op.type)
     specs = maker(op) if maker is not None else None

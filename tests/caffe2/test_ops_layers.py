@@ -243,8 +243,10 @@ def test_cast_by_enum_or_name_and_gradient_through_float_casts():
     x = X.clone().requires_grad_(True)
     (g,) = grad_of(run_op("Cast", [x], to=13), [x])  # DOUBLE
     assert g.dtype == torch.float32 and (g == 1).all()
-    with pytest.raises(OperatorError, match="STRING"):
-        run_op("Cast", [X], to=4)
+    strings = run_op("Cast", [torch.tensor([3, -2], dtype=torch.int32)], to=4)  # STRING
+    assert strings.tolist() == [b"3", b"-2"]  # std::to_string, as Caffe2
+    assert run_op("Cast", [X], to="STRING").tolist() == [[b"1.700000", b"-1.700000"]]
+    assert run_op("Cast", [strings], to="INT64").tolist() == [3, -2]  # parsed back
     with pytest.raises(OperatorError, match="DataType"):
         run_op("Cast", [X], to="COMPLEX")
 

@@ -158,6 +158,8 @@ def negative(X):
 @operator("Clip")
 def clip(X, *, min=None, max=None):
     """X limited to [min, max]; the gradient passes only strictly inside (Caffe2's ClipGradient)."""
+    if min is None and max is None:  # Caffe2's default bounds are the dtype's lowest/max
+        return X.clone()
     Y = torch.clamp(X, min=min, max=max)
     if not X.requires_grad:
         return Y

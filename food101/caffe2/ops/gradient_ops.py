@@ -102,12 +102,9 @@ _register_vjp("SquaredL2DistanceGradient", "SquaredL2Distance",
 for _fwd in ("SoftmaxWithLoss", "SpatialSoftmaxWithLoss"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: (x[:-2], [0], {1: x[-1]}, [0]))
 # (dY, X[, Y][, lengths]) -> dX
+# (ReduceFront*/ReduceBack* gradients are written out in ops/reduce.py)
 for _fwd, _with_y in [("ReduceSum", True), ("ReduceMean", True), ("ReduceMax", True),
-                      ("ReduceMin", True), ("ReduceL1", True), ("ReduceL2", True),
-                      ("ReduceFrontSum", False), ("ReduceBackSum", False),
-                      ("ReduceFrontMean", False), ("ReduceBackMean", False),
-                      ("ReduceFrontMax", True), ("ReduceBackMax", True),
-                      ("ReduceFrontMin", True), ("ReduceBackMin", True)]:
+                      ("ReduceMin", True), ("ReduceL1", True), ("ReduceL2", True)]:
     def _reduce_arrange(x, ctx, with_y=_with_y):
         rest = x[3:] if with_y else x[2:]
         return [x[1]] + rest, [0], {0: x[0]}, [0]

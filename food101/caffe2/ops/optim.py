@@ -92,12 +92,19 @@ def adam(param, moment_1, moment_2, grad, lr, ITER, *, beta1=0.9, beta2=0.999, e
     return new_param, new_m1, new_m2, step
 
 
-@operator("Adagrad", grad_inputs=())
-def adagrad(param, moment, grad, lr, *, epsilon=1e-5, decay=1.0):
-    """-> (param, moment): moment' = decay * moment + g^2; param' = param + lr * g / (sqrt(moment') + eps)
-    (lr negative, as build_adagrad passes it)."""
+@operator("Adagrad", grad_inputs=(), context=True)
+def adagrad(param, moment, grad, lr, *, epsilon=1e-5, decay=1.0, ctx):
+    """-> (param, moment[, effective_lr[, update]]): moment' = decay * moment + g^2;
+    param' = param + lr * g / (sqrt(moment') + eps) (lr negative, as build_adagrad passes it).
+    Asked for more outputs, as Caffe2's kernel: effective_lr = lr / (sqrt(moment') + eps),
+    update = g * effective_lr, param' = param + update."""
     _same_size(grad, moment, "grad", "moment", "Adagrad")
     _same_size(grad, param, "grad", "param", "Adagrad")
+    lr = _scalar(lr, "lr", "Adagrad")
     new_moment = moment * decay + grad * grad
-    step = grad / (new_moment.sqrt() + epsilon)
-    return param + _scalar(lr, "lr", "Adagrad") * step.reshape(param.shape), new_moment
+    if ctx.num_outputs <= 2:
+        step = grad / (new_moment.sqrt() + epsilon)
+        return param + lr * step.reshape(param.shape), new_moment
+    effective_lr = lr / (new_moment.sqrt() + epsilon)
+    update = grad * effective_lr
+    return param + update.reshape(param.shape), new_moment, effective_lr, update

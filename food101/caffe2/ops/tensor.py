@@ -91,28 +91,29 @@ def split(X, split_sizes=None, *, axis=None, split=None, order="NCHW", add_axis=
 @operator("Reshape")
 def reshape(X, new_shape=None, *, shape=None):
     """(Y, old_shape): X with the shape from the argument `shape` or the second input; a 0 copies
-    X's dim at that position, one -1 is inferred. old_shape is X's shape (int64)."""
+    X's dim at that position (unless X is empty), one -1 is inferred (0 when the other dims
+    multiply to 0). old_shape is X's shape (int64)."""
     enforce((shape is None) != (new_shape is None),
             "Reshape takes the new shape either as the argument `shape` or as a second input, "
             "exactly one of them")
     wanted = [int(d) for d in (new_shape.tolist() if new_shape is not None else shape)]
-    actual = []
-    for i, d in enumerate(wanted):
-        if d == 0:
-            enforce(i < X.dim(), "shape %s: a 0 at position %d copies X's dim %d, but X %s has "
-                    "only %d dims" % (wanted, i, i, list(X.shape), X.dim()))
-            d = X.shape[i]
-        enforce(d >= -1, "shape %s: sizes must be >= -1" % wanted)
-        actual.append(d)
+    total = X.numel()
+    actual = list(wanted)
+    if total != 0:  # as Caffe2: an empty X keeps its 0s literal (X (0, 3) -> shape (0, 0))
+        actual = [X.shape[i] if d == 0 and i < X.dim() else d for i, d in enumerate(wanted)]
+    enforce(all(d >= -1 for d in actual), "shape %s: sizes must be >= -1" % wanted)
     unknown = [i for i, d in enumerate(actual) if d == -1]
-    enforce(len(unknown) <= 1, "shape %s: at most one -1 (inferred) dim" % wanted)
+    enforce(len(unknown) <= 1, "Argument `shape` has more than one missing dimension.")
+    size = shape_product(d for d in actual if d != -1)
+    enforce(size != 0 or total == 0, "Can not reshape a non-zero size (%d) tensor to zero size."
+            % total)
     if unknown:
-        known = shape_product(d for d in actual if d != -1)
-        enforce(known > 0 and X.numel() % known == 0, "shape %s does not fit X %s (%d elements)"
-                % (wanted, list(X.shape), X.numel()))
-        actual[unknown[0]] = X.numel() // known
-    enforce(shape_product(actual) == X.numel(), "shape %s (%s) does not agree with X %s: %d vs %d "
-            "elements" % (wanted, actual, list(X.shape), shape_product(actual), X.numel()))
+        enforce(size == 0 or total % size == 0, "Argument `shape` does not agree with the input "
+                "data. (%d vs %d)" % (total, size))
+        actual[unknown[0]] = 0 if size == 0 else total // size
+    else:
+        enforce(total == size, "Argument `shape` does not agree with the input data. (%d != %d)"
+                % (total, size))
     return X.reshape(actual), torch.tensor(list(X.shape), dtype=torch.int64)
 
 
@@ -180,15 +181,31 @@ def shape(X, *, axes=None):
 
 def _cast_arguments(args):
     to = data_type(args["to"], "to")
-    enforce(to != STRING, "Cast to STRING is not supported: strings are not tensors")
-    args["to"] = TORCH_DTYPES[to]
+    args["to"] = STRING if to == STRING else TORCH_DTYPES[to]
     return args
+
+
+def _to_string(value):
+    """C++ std::to_string, which Caffe2's Cast uses: integers plainly, floats as "%f"."""
+    if isinstance(value, bool):
+        return str(int(value))
+    return "%f" % value if isinstance(value, float) else str(value)
 
 
 @operator("Cast", prepare=_cast_arguments, grad_inputs=(0,))
 def cast(X, *, to=1):
     """X converted to the Caffe2 DataType `to` (an enum value or its name, e.g. "FLOAT").
-    Float-to-integer conversion truncates toward zero, as C++ static_cast."""
+    Float-to-integer conversion truncates toward zero, as C++ static_cast. To STRING gives a
+    host object array of byte strings (std::to_string); from STRING parses each as a double."""
+    if isinstance(X, np.ndarray):  # a string tensor
+        if to == STRING:
+            return X.copy()
+        values = [float(v.decode("utf-8") if isinstance(v, bytes) else v) for v in X.reshape(-1)]
+        return torch.tensor(values, dtype=torch.float64).to(to).reshape(X.shape)
+    if to == STRING:
+        strings = np.empty(X.numel(), dtype=object)
+        strings[:] = [_to_string(v).encode("utf-8") for v in X.detach().cpu().reshape(-1).tolist()]
+        return strings.reshape(tuple(X.shape))
     return X.to(to)
 
 

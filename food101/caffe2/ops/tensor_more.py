@@ -1,6 +1,8 @@
 """More of Caffe2's tensor ops: Slice, Range, Size, ResizeLike, CopyOnDeviceLike, NanCheck,
 DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather,
 SplitByLengths, MakeTwoClass."""
+import math
+
 import torch
 
 from food101.caffe2.errors import Caffe2Error, enforce
@@ -39,8 +41,18 @@ def range_(*bounds):
     values = [b.reshape(()).item() for b in bounds]
     start, stop, step = (0, values[0], 1) if len(values) == 1 else (
         values[0], values[1], 1) if len(values) == 2 else tuple(values)
-    enforce(step != 0, "Range: step must not be 0")
-    return torch.arange(start, stop, step, dtype=bounds[0].dtype)
+    enforce(step != 0, "Step size cannot be 0.")
+    dtype = bounds[0].dtype
+    diff = stop - start
+    if dtype.is_floating_point:
+        length = math.ceil(diff / step)
+    else:  # C++ integer division (toward zero), plus one if it falls short, as Caffe2
+        length = abs(diff) // abs(step) * (1 if (diff >= 0) == (step > 0) else -1)
+        length += 1 if length * step < diff else 0
+    if length <= 0:  # numpy's behaviour: an empty range, not an error
+        return torch.empty(0, dtype=dtype)
+    return (start + step * torch.arange(length, dtype=torch.float64 if dtype.is_floating_point
+                                        else torch.int64)).to(dtype)
 
 
 @operator("Size", grad_inputs=())
