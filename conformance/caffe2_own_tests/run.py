@@ -59,6 +59,10 @@ EDITS = [
     ("the `mock` backport is unittest.mock on Python 3", r"^from mock import ", "from unittest.mock import "),
     ("hypothesis 4 removed the `timeout` setting", r",\s*timeout=\d+", ""),
     ("hypothesis 4 removed `average_size` from st.lists", r"average_size=\d+,\s*", ""),
+    ("numpy >= 1.23 refuses a list of slices as an index; the same slices as a tuple",
+     r"\b(\w+)\[slc\]", r"\1[tuple(slc)]"),
+    ("numpy 2's np.sum refuses a generator; the builtin sum adds the same terms",
+     r"\bnp\.sum\(\(-label\[j\]\[i\]", "sum((-label[j][i]"),
 ]
 # The issue asks for hypothesis max_examples >= 5 (Caffe2's serialized-output check keeps its
 # single fixed-seed example: it compares with stored outputs, it is not a sample size).
