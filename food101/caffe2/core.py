@@ -601,7 +601,8 @@ class Net:
             before = len(self._net.op)
             grad_map = add_gradient_ops(self._net, request, device)
             self._op_outputs.update(o for op in self._net.op[before:] for o in op.output)
-        return {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
+        return {BlobReference(k): GradientSlice(BlobReference(v[0]), BlobReference(v[1]))
+                if isinstance(v, tuple) else BlobReference(v) for k, v in grad_map.items()}
 
     def Python(self, f, grad_f=None, python_func_type=None, pass_workspace=False,
                grad_output_indices=None, grad_input_indices=None):

@@ -1,5 +1,5 @@
 """More of Caffe2's tensor ops: Slice, Range, Size, ResizeLike, CopyOnDeviceLike, NanCheck,
-DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather,
+DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather, Gather,
 SplitByLengths, MakeTwoClass."""
 import torch
 
@@ -109,6 +109,24 @@ def lengths_gather(items, lengths, indices):
     parts = [items[int(offsets[i]):int(offsets[i]) + int(lengths[i])]
              for i in indices.reshape(-1).tolist()]
     return torch.cat(parts) if parts else items[:0]
+
+
+@operator("Gather", grad_inputs=(0,))
+def gather(data, indices, *, axis=0):
+    """data's slices along `axis` named by indices -> data.shape[:axis] + indices.shape +
+    data.shape[axis + 1:]; a negative index counts from the end once, as Caffe2's kernel.
+    (Its gradient in a net built by AddGradientOperators is Caffe2's sparse GradientSlice:
+    executor.SPARSE_GRADIENT_INPUTS.)"""
+    axis = canonical_axis(axis, data.dim())
+    size = data.shape[axis]
+    flat = indices.reshape(-1).long()
+    flat = torch.where(flat < 0, flat + size, flat)
+    if flat.numel():
+        low, high = int(flat.min()), int(flat.max())
+        enforce(low >= 0 and high < size, "Gather: INDICES element is out of DATA bounds, "
+                "id=%d axis_dim=%d", low if low < 0 else high, size)
+    picked = data.index_select(axis, flat.to(data.device))
+    return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
 
 
 @operator("SplitByLengths", grad_inputs=(0,), context=True)
