@@ -1,6 +1,6 @@
 """More of Caffe2's tensor ops: Slice, Range, Size, ResizeLike, CopyOnDeviceLike, NanCheck,
 DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather, Gather,
-SplitByLengths, MakeTwoClass."""
+SplitByLengths, MakeTwoClass, HasElements, IsEmpty, SpaceToBatch, BatchToSpace."""
 import torch
 
 from food101.caffe2.errors import Caffe2Error, enforce
@@ -150,3 +150,53 @@ def split_by_lengths(data, lengths, *, ctx, axis=None, order="NCHW"):
 @operator("MakeTwoClass")
 def make_two_class(X):
     return torch.stack([1 - X, X], dim=-1)
+
+
+@operator("HasElements", grad_inputs=())
+def has_elements(*inputs):
+    """A bool scalar: does any input hold an element."""
+    enforce(len(inputs) >= 1, "HasElements needs at least one input")
+    return torch.tensor(any(X.numel() > 0 for X in inputs))
+
+
+@operator("IsEmpty", grad_inputs=())
+def is_empty(X):
+    return torch.tensor(X.numel() == 0)
+
+
+def _space_batch_pads(pad, pad_t, pad_l, pad_b, pad_r, order, op):
+    enforce(order == "NCHW", "%s: only order NCHW is supported (as Caffe2), got %r", op, order)
+    return [pad if p is None else p for p in (pad_t, pad_l, pad_b, pad_r)]
+
+
+@operator("SpaceToBatch")
+def space_to_batch(X, *, pad=0, pad_t=None, pad_l=None, pad_b=None, pad_r=None, block_size=2,
+                   order="NCHW"):
+    """N C H W -> (block^2 N) C H' W': X zero-padded, each block x block tile spread over the
+    batch; batch index (row offset * block + column offset) * N + n."""
+    top, left, bottom, right = _space_batch_pads(pad, pad_t, pad_l, pad_b, pad_r, order,
+                                                 "SpaceToBatch")
+    enforce(X.dim() == 4, "SpaceToBatch: X must be 4-D, got %s", list(X.shape))
+    n, c, h, w = X.shape
+    h, w = h + top + bottom, w + left + right
+    enforce(h % block_size == 0 and w % block_size == 0, "SpaceToBatch: padded height %d and "
+            "width %d must be multiples of block_size %d", h, w, block_size)
+    padded = torch.nn.functional.pad(X, (left, right, top, bottom))
+    tiles = padded.reshape(n, c, h // block_size, block_size, w // block_size, block_size)
+    return tiles.permute(3, 5, 0, 1, 2, 4).reshape(block_size * block_size * n, c,
+                                                   h // block_size, w // block_size)
+
+
+@operator("BatchToSpace")
+def batch_to_space(X, *, pad=0, pad_t=None, pad_l=None, pad_b=None, pad_r=None, block_size=2,
+                   order="NCHW"):
+    """SpaceToBatch's inverse: the padding is cropped off."""
+    top, left, bottom, right = _space_batch_pads(pad, pad_t, pad_l, pad_b, pad_r, order,
+                                                 "BatchToSpace")
+    enforce(X.dim() == 4 and X.shape[0] % (block_size * block_size) == 0, "BatchToSpace: X "
+            "must be 4-D with a batch that is a multiple of block_size^2, got %s", list(X.shape))
+    b, c, h, w = X.shape
+    n = b // (block_size * block_size)
+    tiles = X.reshape(block_size, block_size, n, c, h, w).permute(2, 3, 4, 0, 5, 1)
+    space = tiles.reshape(n, c, h * block_size, w * block_size)
+    return space[:, :, top:h * block_size - bottom, left:w * block_size - right]
