@@ -1,6 +1,8 @@
 """More of Caffe2's tensor ops: Slice, Range, Size, ResizeLike, CopyOnDeviceLike, NanCheck,
 DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather, Gather,
-SplitByLengths, MakeTwoClass, HasElements, IsEmpty, SpaceToBatch, BatchToSpace."""
+SplitByLengths, MakeTwoClass, HasElements, IsEmpty, SpaceToBatch, BatchToSpace,
+LengthsToSegmentIds, LengthsToWeights, SegmentIdsToLengths, SegmentIdsToRanges, Unique,
+RowMul."""
 import torch
 
 from food101.caffe2.errors import Caffe2Error, enforce
@@ -200,3 +202,67 @@ def batch_to_space(X, *, pad=0, pad_t=None, pad_l=None, pad_b=None, pad_r=None, 
     tiles = X.reshape(block_size, block_size, n, c, h, w).permute(2, 3, 4, 0, 5, 1)
     space = tiles.reshape(n, c, h * block_size, w * block_size)
     return space[:, :, top:h * block_size - bottom, left:w * block_size - right]
+
+
+def _int32_lengths(lengths, op):
+    enforce(lengths.dtype == torch.int32, "%s: lengths must be int32 (Caffe2 reads them as int), "
+            "got %s", op, lengths.dtype)
+    return lengths.reshape(-1).long()
+
+
+@operator("LengthsToSegmentIds", grad_inputs=())
+def lengths_to_segment_ids(lengths):
+    """[2, 0, 3] -> [0, 0, 2, 2, 2] (int32)."""
+    lengths = _int32_lengths(lengths, "LengthsToSegmentIds")
+    ids = torch.arange(lengths.numel(), device=lengths.device)
+    return torch.repeat_interleave(ids, lengths).to(torch.int32)
+
+
+@operator("LengthsToWeights", grad_inputs=())
+def lengths_to_weights(lengths, *, power=0.5):
+    """Each segment's items weighted 1 / length^power (float32)."""
+    lengths = _int32_lengths(lengths, "LengthsToWeights")
+    weights = lengths.double().pow(-power).float()
+    return torch.repeat_interleave(weights, lengths)
+
+
+def _segment_lengths(segment_ids, count=None):
+    ids = segment_ids.reshape(-1).long()
+    if count is None:
+        count = int(ids.max()) + 1 if ids.numel() else 0
+    return torch.bincount(ids, minlength=count)[:count] if ids.numel() else \
+        torch.zeros(count, dtype=torch.long, device=ids.device)
+
+
+@operator("SegmentIdsToLengths", grad_inputs=())
+def segment_ids_to_lengths(segment_ids, data_to_infer_dim=None):
+    """Sorted segment ids -> the length of every segment 0..max (int32); with a second input,
+    as many segments as its first dimension."""
+    count = None if data_to_infer_dim is None else data_to_infer_dim.shape[0]
+    return _segment_lengths(segment_ids, count).to(torch.int32)
+
+
+@operator("SegmentIdsToRanges", grad_inputs=())
+def segment_ids_to_ranges(segment_ids, data_to_infer_dim=None):
+    """Sorted segment ids -> [start, length] of every segment 0..max (int32, N x 2)."""
+    count = None if data_to_infer_dim is None else data_to_infer_dim.shape[0]
+    lengths = _segment_lengths(segment_ids, count)
+    starts = torch.cumsum(lengths, 0) - lengths
+    return torch.stack([starts, lengths], dim=1).to(torch.int32).reshape(-1, 2)
+
+
+@operator("Unique", grad_inputs=())
+def unique(X):
+    """-> (the distinct values, sorted; for each input element the index of its value, int32)."""
+    enforce(X.dim() == 1, "Unique: input should be a vector, got shape %s", list(X.shape))
+    values, remapping = torch.unique(X, sorted=True, return_inverse=True)
+    return values, remapping.to(torch.int32)
+
+
+@operator("RowMul")
+def row_mul(X, w):
+    """Row i of X times the scalar w[i]."""
+    n = X.shape[0]
+    enforce(w.numel() == n, "RowMul: w must hold one value per row of X (%d), has %d",
+            n, w.numel())
+    return X * w.reshape((n,) + (1,) * (X.dim() - 1))
