@@ -1,5 +1,5 @@
-"""Sparse gradients (Gather -> GradientSlice) and the update ops Caffe2's optimizer_test.py
-needs, against real Caffe2's outputs on the same inputs (fixture:
+"""Sparse gradients (Gather -> GradientSlice), the update ops Caffe2's optimizer_test.py needs
+and the ops of its hypothesis_test.py, against real Caffe2's outputs on the same inputs (fixture:
 tests/data/caffe2_reference/optim_ops.json from tools/gen_optim_ops.py)."""
 import json
 import os
@@ -32,6 +32,7 @@ def test_op_matches_caffe2(case):
         got = workspace.FetchBlob(name)
         expected = np.asarray(value, dtype=dtype)
         assert got.shape == expected.shape, name
+        assert got.dtype == expected.dtype, name
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
@@ -95,3 +96,38 @@ def test_lars_rescales_the_learning_rate_and_lr_injection_scales_it():
     np.testing.assert_allclose(lars, [1 / 0.6], rtol=1e-6)
     np.testing.assert_allclose(workspace.FetchBlob("w"), [3.0 - 0.1 * 0.5 / 0.6, 4.0], rtol=1e-6)
     assert workspace.FetchBlob("lr_multiplier").shape == ()
+
+
+def test_last_n_window_collector_matches_caffe2():
+    # real Caffe2, window 3: rows 0..2, then 2 more wrap to the front, then 4 (> 3) restart it
+    net = core.Net("collect")
+    net.LastNWindowCollector(["output", "next", "input"], ["output", "next"], num_to_collect=3)
+    workspace.FeedBlob("next", np.array(0, dtype=np.int32))
+    workspace.CreateBlob("output")
+    workspace.FeedBlob("input", np.arange(3, dtype=np.float32).reshape(3, 1))
+    workspace.CreateNet(net)
+    expected = [([0, 1, 2], 0), ([3, 4, 2], 2), ([6, 7, 8], 0)]
+    feeds = [np.arange(3), np.arange(3, 5), np.arange(5, 9)]
+    for feed, (window, cursor) in zip(feeds, expected):
+        workspace.FeedBlob("input", feed.astype(np.float32).reshape(-1, 1))
+        workspace.RunNet("collect")
+        np.testing.assert_array_equal(workspace.FetchBlob("output").ravel(), window)
+        assert int(workspace.FetchBlob("next")) == cursor
+
+
+def test_blobs_queue_round_trip_close_and_timeout():
+    workspace.RunOperatorOnce(core.CreateOperator("CreateBlobsQueue", [], ["q"], capacity=2,
+                                                  num_blobs=1))
+    workspace.FeedBlob("x", np.array([1.0, 2.0], np.float32))
+    workspace.RunOperatorOnce(core.CreateOperator("EnqueueBlobs", ["q", "x"], ["x"]))
+    workspace.RunOperatorOnce(core.CreateOperator("SafeDequeueBlobs", ["q"], ["y", "s"]))
+    np.testing.assert_array_equal(workspace.FetchBlob("y"), [1.0, 2.0])
+    assert not workspace.FetchBlob("s")
+    with pytest.raises(Caffe2Error, match="timed out"):
+        workspace.RunOperatorOnce(core.CreateOperator("DequeueBlobs", ["q"], ["y"],
+                                                      timeout_secs=0.05))
+    workspace.RunOperatorOnce(core.CreateOperator("CloseBlobsQueue", ["q"], []))
+    workspace.RunOperatorOnce(core.CreateOperator("SafeEnqueueBlobs", ["q", "x"], ["x", "s"]))
+    assert workspace.FetchBlob("s")
+    workspace.RunOperatorOnce(core.CreateOperator("SafeDequeueBlobs", ["q"], ["y", "s"]))
+    assert workspace.FetchBlob("s")

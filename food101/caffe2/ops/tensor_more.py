@@ -266,3 +266,35 @@ def row_mul(X, w):
     enforce(w.numel() == n, "RowMul: w must hold one value per row of X (%d), has %d",
             n, w.numel())
     return X * w.reshape((n,) + (1,) * (X.dim() - 1))
+
+
+@operator("LastNWindowCollector", grad_inputs=())
+def last_n_window_collector(buffer, cursor, X, mutex=None, num_visited=None, *,
+                            num_to_collect=None):
+    """-> (buffer, cursor[, num_visited]): the last num_to_collect rows seen, a ring buffer
+    written at `cursor` (which wraps); it grows until full. num_visited counts every row."""
+    enforce(num_to_collect is not None and num_to_collect > 0,
+            "LastNWindowCollector: num_to_collect must be a positive argument")
+    n = num_to_collect
+    rows = X.shape[0] if X.dim() > 0 else 1
+    X = X.reshape((rows,) + tuple(X.shape[1:]))
+    visited = None if num_visited is None else num_visited + rows
+    if buffer.numel() == 0:
+        buffer = X.new_zeros((0,) + tuple(X.shape[1:]))
+    if rows == 0:
+        return (buffer, cursor) if visited is None else (buffer, cursor, visited)
+    enforce(buffer.shape[1:] == X.shape[1:], "LastNWindowCollector: rows of %s do not fit a "
+            "buffer of %s", list(X.shape), list(buffer.shape))
+    take = X[rows - min(rows, n):]
+    grow = min(n, buffer.shape[0] + take.shape[0]) - buffer.shape[0]
+    if grow > 0:
+        buffer = torch.cat([buffer, buffer.new_zeros((grow,) + tuple(buffer.shape[1:]))])
+    else:
+        buffer = buffer.clone()
+    start = int(cursor.reshape(-1)[0]) if cursor.numel() else 0
+    if rows > n:  # more rows than the window: Caffe2 keeps the last n in order, cursor 0
+        start = 0
+    positions = (start + torch.arange(take.shape[0])) % n
+    buffer[positions.to(buffer.device)] = take.to(buffer.dtype)
+    new_cursor = torch.full_like(cursor, (start + take.shape[0]) % n)
+    return (buffer, new_cursor) if visited is None else (buffer, new_cursor, visited)

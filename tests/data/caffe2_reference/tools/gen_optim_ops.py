@@ -1,6 +1,7 @@
 """Real Caffe2 (py3.7) -> tests/data/caffe2_reference/optim_ops.json: outputs of the sparse
 update ops, Lars, GFtrl, Gather and Mul's legacy broadcast of a one-element B on fixed inputs
-(indices repeat, as Caffe2's optimizer tests feed them).
+(indices repeat, as Caffe2's optimizer tests feed them), and of the ops hypothesis_test.py
+needs (DotProductWithPadding, SpaceToBatch, InstanceNorm, segment/lengths ops, ...).
 
     PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python /work/c2venv/bin/python gen_optim_ops.py
 """
@@ -60,6 +61,26 @@ CASES = [
     ("Gather", {"D": f32(2, 3, 4), "I": np.array([2, 0], np.int64)}, ["o"], {"axis": 1}),
     ("Mul", {"A": np.array(2.0, np.float32), "B": one(3.0)}, ["C"], {"broadcast": 1}),
     ("Mul", {"A": f32(2, 3), "B": np.full((1, 1, 1), 3.0, np.float32)}, ["C"], {"broadcast": 1}),
+    # hypothesis_test.py's ops
+    ("HasElements", {"x": np.zeros((0, 3), np.float32), "y": f32(2)}, ["o"], {}),
+    ("IsEmpty", {"x": f32(2, 0)}, ["o"], {}),
+    ("SpaceToBatch", {"X": f32(2, 3, 4, 6)}, ["Y"], {"pad": 1, "block_size": 2}),
+    ("BatchToSpace", {"X": f32(9, 2, 3, 2)}, ["Y"], {"pad": 2, "block_size": 3}),
+    ("DotProductWithPadding", {"X": f32(3, 4), "Y": f32(3, 7)}, ["o"], {"pad_value": 0.3}),
+    ("DotProductWithPadding", {"X": f32(3, 2), "Y": f32(3, 7)}, ["o"], {"replicate": 1}),
+    ("InstanceNorm", {"X": f32(2, 4, 5, 3), "s": f32(3), "b": f32(3)}, ["Y", "m", "i"],
+     {"epsilon": 1e-3, "order": "NHWC"}),
+    ("AccumulateHistogram", {"X": np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.0999, 0.8999], np.float32)},
+     ["c", "a"], {"lower_bound": 0.1, "upper_bound": 0.9, "num_buckets": 4}),
+    ("Unique", {"x": np.array([3, 1, 3, 2, 1], np.int64)}, ["u", "r"], {}),
+    ("SegmentIdsToLengths", {"s": np.array([0, 0, 2, 2, 2, 5], np.int32)}, ["l"], {}),
+    ("SegmentIdsToRanges", {"s": np.array([0, 0, 2, 2, 2, 5], np.int32)}, ["l"], {}),
+    ("LengthsToSegmentIds", {"s": np.array([2, 0, 3], np.int32)}, ["l"], {}),
+    ("LengthsToWeights", {"s": np.array([2, 0, 3, 1], np.int32)}, ["l"], {"power": 0.3}),
+    ("MultiClassAccuracy", {"p": np.array([[.1, .9, 0, 0], [.8, .1, .1, 0], [.2, .3, .5, 0],
+                                           [.5, .4, 0, 0]], np.float32),
+                            "l": np.array([1, 1, 2, 0], np.int32)}, ["a", "n"], {}),
+    ("RowMul", {"a": f32(3, 2, 2), "b": f32(3)}, ["y"], {}),
 ]
 
 
