@@ -579,7 +579,8 @@ class Net:
         ys: a list of loss blobs (each seeded with a 1.0 fill, `<y>_autogen_grad`), or a dict
         {loss: gradient blob fed by the caller, or None for the 1.0 fill}.
         skip: the first `skip` ops get no gradients (data preparation).
-        Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included.
+        Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included; a blob read
+        only by a Gather maps to GradientSlice(indices, values), as in Caffe2.
         """
         if isinstance(ys, (str, bytes, BlobReference)):
             ys = [ys]
