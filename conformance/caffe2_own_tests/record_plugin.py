@@ -30,8 +30,10 @@ _messages = {}
 _TIMEOUT = int(os.environ.get("CONFORMANCE_TEST_TIMEOUT", "120"))
 
 
-class TestTimeout(Exception):
-    pass
+class TestTimeout(BaseException):
+    """A BaseException, as KeyboardInterrupt: hypothesis takes an Exception for a failing example
+    and goes on shrinking and replaying it with the alarm spent, so a slow failing test ran on
+    unbounded; this one propagates out of hypothesis and pytest records the test as failed."""
 
 
 def _alarm(signum, frame):

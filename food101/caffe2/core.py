@@ -697,7 +697,8 @@ class Net:
         ys: a list of loss blobs (each seeded with a 1.0 fill, `<y>_autogen_grad`), or a dict
         {loss: gradient blob fed by the caller, or None for the 1.0 fill}.
         skip: the first `skip` ops get no gradients (data preparation).
-        Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included.
+        Returns {BlobReference(blob): BlobReference(blob_grad)}, losses included; a blob read
+        only by a Gather maps to GradientSlice(indices, values), as in Caffe2.
         """
         if isinstance(ys, (str, bytes, BlobReference)):
             ys = [ys]
@@ -719,7 +720,8 @@ class Net:
             before = len(self._net.op)
             grad_map = add_gradient_ops(self._net, request, device)
             self._op_outputs.update(o for op in self._net.op[before:] for o in op.output)
-        return {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
+        return {BlobReference(k): GradientSlice(BlobReference(v[0]), BlobReference(v[1]))
+                if isinstance(v, tuple) else BlobReference(v) for k, v in grad_map.items()}
 
     def Python(self, f, grad_f=None, python_func_type=None, pass_workspace=False,
                grad_output_indices=None, grad_input_indices=None):

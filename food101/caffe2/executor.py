@@ -52,7 +52,8 @@ def add_gradient_ops(netdef, ys, device_option=None):
     ys: a list of loss blob names, or a dict {loss: fed gradient blob, or None}. A loss without
     a fed gradient is seeded with 1.0 by a ConstantFill (`<loss>_autogen_grad`, on
     `device_option`), as Caffe2 does.
-    Returns {blob: gradient blob} for every blob that receives a gradient, losses included.
+    Returns {blob: gradient blob} for every blob that receives a gradient, losses included;
+    a blob read only by a Gather gets (indices, values) instead, Caffe2's sparse gradient.
     """
     given = {str(y): g for y, g in ys.items()} if isinstance(ys, dict) else dict.fromkeys(map(str, ys))
     seeds = {y: str(y) + "_autogen_grad" if g is None else str(g) for y, g in given.items()}
@@ -60,6 +61,7 @@ def add_gradient_ops(netdef, ys, device_option=None):
              for y, g in given.items() if g is None]
     needed = set(seeds)
     ever_needed = []
+    consumers = {}  # blob -> the (op, input position) on the gradient path reading it
     for op in reversed(netdef.op):
         if not any(o in needed for o in op.output):
             continue
@@ -68,10 +70,13 @@ def add_gradient_ops(netdef, ys, device_option=None):
             if o not in op.input:  # an earlier version of `o` is dead before this op
                 needed.discard(o)
         for position, name in enumerate(op.input):
+            if schema.differentiable(position):
+                consumers.setdefault(name, []).append((op, position))
             if schema.differentiable(position) and name not in needed:
                 needed.add(name)
                 ever_needed.append(name)
-    wrt = [b for b in _forward_order(netdef, ever_needed) if b not in seeds]
+    sparse = _sparse_gradients(consumers, seeds)
+    wrt = [b for b in _forward_order(netdef, ever_needed) if b not in seeds and b not in sparse]
     grad_op = make_op(AUTOGRAD_OP, list(seeds) + list(seeds.values()), [grad_name(b) for b in wrt],
                       wrt=wrt, num_losses=len(seeds))
     grad_op.is_gradient_op = True
@@ -80,7 +85,27 @@ def add_gradient_ops(netdef, ys, device_option=None):
     netdef.op.extend(fills + [grad_op])
     grad_map = dict(seeds)
     grad_map.update({b: grad_name(b) for b in wrt})
+    grad_map.update(sparse)
     return grad_map
+
+
+# Ops whose gradient for the DATA input is sparse in Caffe2 (GatherGradient): the rows read
+# (indices) and the gradient of those rows (the output's gradient).
+SPARSE_GRADIENT_INPUTS = {"Gather": 0}
+
+
+def _sparse_gradients(consumers, seeds):
+    """{blob: (indices, values)} for blobs whose one reader on the gradient path is a Gather
+    (Caffe2's GradientSlice); other blobs keep dense gradients."""
+    sparse = {}
+    for blob, readers in consumers.items():
+        if blob in seeds or len(readers) != 1:
+            continue
+        op, position = readers[0]
+        if SPARSE_GRADIENT_INPUTS.get(op.type) == position and len(op.input) > 1:
+            out = op.output[0]
+            sparse[blob] = (op.input[1], seeds.get(out, grad_name(out)))
+    return sparse
 
 
 def _forward_order(netdef, names):

@@ -116,11 +116,18 @@ class Optimizer:
         else:
             lr = net.GetBlobRef(learning_rate_blob)
         if self._lr_multiplier is not None:
-            lr = net.Mul([lr, self._lr_multiplier], self.make_unique_blob_name("scaled_lr"),
-                         broadcast=1)
+            # the multiplier lives on CPU (norm ratio, lr_injection): copied to this device
+            multiplier = net.CopyFromCPUInput(self._lr_multiplier,
+                                              self.make_unique_blob_name("lr_multiplier"))
+            lr = net.Mul([lr, multiplier], self.make_unique_blob_name("scaled_lr"), broadcast=1)
         if self._local_lr_multiplier is not None:
-            lr = net.Mul([lr, self._local_lr_multiplier],
-                         self.make_unique_blob_name("local_scaled_lr"), broadcast=1)
+            local = self._local_lr_multiplier
+            current = scope.CurrentDeviceScope()
+            if (current is not None and core.IsGPUDeviceType(current.device_type)
+                    and not self._local_lr_multiplier_on_gpu):
+                local = net.CopyFromCPUInput(local,
+                                             self.make_unique_blob_name("local_lr_multiplier"))
+            lr = net.Mul([lr, local], self.make_unique_blob_name("local_scaled_lr"), broadcast=1)
         return lr, iteration
 
     def add_lr_multiplier(self, lr_multiplier):
@@ -149,6 +156,42 @@ class Optimizer:
 
     def scale_learning_rate(self, *args, **kwargs):
         raise NotImplementedError("%s does not support scale_learning_rate" % type(self).__name__)
+
+    def create_lars_inputs(self, param_init_net, weight_decay, trust, lr_max):
+        """The [1] blobs weight_decay, trust and lr_max a Lars op reads."""
+        wd = param_init_net.ConstantFill([], "weight_decay", shape=[1], value=weight_decay)
+        trust = param_init_net.ConstantFill([], "trust", shape=[1], value=trust)
+        lr_max = param_init_net.ConstantFill([], "lr_max", shape=[1], value=lr_max)
+        return wd, trust, lr_max
+
+    def _add_lars(self, net, param_init_net, param, grad, offset):
+        """LARS (dense grads only, as Caffe2): a Lars op rescales this param's learning rate
+        through the local lr multiplier."""
+        if offset is None or isinstance(grad, core.GradientSlice):
+            return
+        if offset < 0:
+            raise ValueError("Lars offset must be nonnegative, got %r" % offset)
+        wd, trust, lr_max = self.create_lars_inputs(param_init_net, 0.0, 1.0,
+                                                    float(np.finfo(np.float32).max))
+        multiplier = net.Lars([param, grad, wd, trust, lr_max],
+                              self.make_unique_blob_name(str(param) + "_lars"),
+                              offset=offset, lr_min=0.0)
+        current = scope.CurrentDeviceScope()
+        self._add_local_lr_multiplier(
+            multiplier, is_gpu_blob=current is not None and core.IsGPUDeviceType(
+                current.device_type))
+
+
+def _rows_fill(param_init_net, param, name):
+    """A zero vector with one value per row of `param` (row-wise optimizer state): its size
+    from shape inference when known, else read from the param's Shape at run time."""
+    from food101.caffe2 import workspace
+    shapes, _ = workspace.InferShapesAndTypes([param_init_net])
+    if str(param) in shapes:
+        return param_init_net.ConstantFill([], name, shape=[shapes[str(param)][0]], value=0.0)
+    shape = param_init_net.Shape(param, str(param) + "_shape")
+    num_rows = param_init_net.Slice([shape], str(shape) + "_numrows", starts=[0], ends=[1])
+    return param_init_net.ConstantFill(num_rows, name, input_as_shape=1, value=0.0)
 
 
 def _check_positive_lr(optimizer_name, value):
@@ -187,8 +230,7 @@ class SgdOptimizer(Optimizer):
             return
         _check_positive_lr(type(self).__name__, self.base_learning_rate)
         self._clear_local_lr_multiplier()
-        if self.lars is not None:
-            raise NotImplementedError("SgdOptimizer(lars=...) is not supported")
+        self._add_lars(net, param_init_net, param, grad, self.lars)
         # WeightedSum adds lr * grad, so its lr must be negative; MomentumSGDUpdate subtracts
         lr_sign = -1 if self.momentum else 1
         lr, _ = self.build_lr(net, param_init_net,
@@ -279,30 +321,55 @@ class AdagradOptimizer(Optimizer):
     """Adagrad on dense gradients."""
 
     def __init__(self, alpha=0.01, epsilon=1e-4, decay=1, policy="fixed",
-                 sparse_dedup_aggregator=None, engine="", **kwargs):
+                 sparse_dedup_aggregator=None, rowWise=False, engine="", lars=None,
+                 output_effective_lr=False, output_effective_lr_and_update=False, **kwargs):
         super().__init__()
         self.alpha = alpha
         self.epsilon = epsilon
         self.decay = decay
         self.policy = policy
         self.sparse_dedup_aggregator = sparse_dedup_aggregator
+        self.rowWise = rowWise
         self.engine = engine
+        self.lars = lars
+        self.output_effective_lr = output_effective_lr
+        self.output_effective_lr_and_update = output_effective_lr_and_update
         self.init_kwargs = kwargs
 
     def _run(self, net, param_init_net, param_info):
         param, grad = param_info.blob, param_info.grad
         if self.alpha <= 0:
             return
+        self._clear_local_lr_multiplier()
+        self._add_lars(net, param_init_net, param, grad, self.lars)
         lr, _ = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
                               policy=self.policy, **self.init_kwargs)
-        squared_sum = param_init_net.ConstantFill([param], str(param) + "_squared_sum", value=0.0)
-        self._aux_params.local.append(squared_sum)
-        if isinstance(grad, core.GradientSlice):
-            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
-            net.SparseAdagrad([param, squared_sum, grad.indices, grad.values, lr],
-                              [param, squared_sum], epsilon=self.epsilon, engine=self.engine)
+        if self.rowWise:
+            # one squared-sum average per row of the param
+            squared_sum = _rows_fill(param_init_net, param, str(param) + "_avg_squared_sum")
         else:
-            net.Adagrad([param, squared_sum, grad, lr], [param, squared_sum],
+            squared_sum = param_init_net.ConstantFill([param], str(param) + "_squared_sum",
+                                                      value=0.0)
+        self._aux_params.local.append(squared_sum)
+        if self.rowWise and not isinstance(grad, core.GradientSlice):
+            raise ValueError("If SparseAdagrad with rowWise=True, gradient must be a "
+                             "gradientslice: rowWise is not supported by dense Adagrad (%s)"
+                             % param)
+        if isinstance(grad, core.GradientSlice):
+            if self.decay != 1:
+                raise ValueError("Decay is not implemented for SparseAdagrad and must be set "
+                                 "to 1")
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            op = "RowWiseSparseAdagrad" if self.rowWise else "SparseAdagrad"
+            net.__getattr__(op)([param, squared_sum, grad.indices, grad.values, lr],
+                                [param, squared_sum], epsilon=self.epsilon, engine=self.engine)
+        else:
+            outputs = [param, squared_sum]
+            if self.output_effective_lr_and_update:
+                outputs += [str(param) + "_effective_lr", str(param) + "_update"]
+            elif self.output_effective_lr:
+                outputs.append(str(param) + "_effective_lr")
+            net.Adagrad([param, squared_sum, grad, lr], outputs,
                         epsilon=self.epsilon, decay=float(self.decay), engine=self.engine)
 
     def scale_learning_rate(self, scale):
@@ -314,8 +381,10 @@ class AdamOptimizer(Optimizer):
 
     def __init__(self, alpha=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, policy="fixed",
                  use_lr_adaption=False, lr_alpha=0.01, normalized_lr_adaption=True,
-                 sparse_dedup_aggregator=None, rowWise=False, engine="", **kwargs):
+                 sparse_dedup_aggregator=None, rowWise=False, engine="", enableRAdam=False,
+                 **kwargs):
         super().__init__()
+        self.enableRAdam = enableRAdam
         self.alpha = alpha
         self.beta1 = beta1
         self.beta2 = beta2
@@ -333,23 +402,34 @@ class AdamOptimizer(Optimizer):
         param, grad = param_info.blob, param_info.grad
         if self.alpha <= 0:
             return
-        if self.rowWise:
-            raise NotImplementedError("AdamOptimizer(rowWise=True) needs sparse gradients")
         lr, iteration = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
                                       policy=self.policy, **self.init_kwargs)
         m1 = param_init_net.ConstantFill([param], param + "_first_moment", value=0.0)
-        m2 = param_init_net.ConstantFill([param], param + "_second_moment", value=0.0)
+        if self.rowWise:
+            m2 = _rows_fill(param_init_net, param, param + "_avg_second_moment")
+        else:
+            m2 = param_init_net.ConstantFill([param], param + "_second_moment", value=0.0)
         self._aux_params.shared.append(iteration)
         self._aux_params.local.append(m1)
         self._aux_params.local.append(m2)
+        if self.rowWise and not isinstance(grad, core.GradientSlice):
+            raise ValueError("If SparseAdam with rowWise=True, gradient must be a "
+                             "gradientslice: rowWise is not supported by dense Adam (%s)" % param)
         output_blobs = [param, m1, m2]
         if self.use_lr_adaption:
             effective_grad = str(param) + "_effective_grad"
             output_blobs.append(effective_grad)
         if isinstance(grad, core.GradientSlice):
             grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
-            net.SparseAdam([param, m1, m2, grad.indices, grad.values, lr, iteration],
-                           output_blobs, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon)
+            inputs = [param, m1, m2, grad.indices, grad.values, lr, iteration]
+            if self.rowWise:
+                if self.enableRAdam:
+                    raise ValueError("RowWiseSparseAdam does not support RAdam (enableRAdam)")
+                net.RowWiseSparseAdam(inputs, output_blobs, beta1=self.beta1, beta2=self.beta2,
+                                      epsilon=self.epsilon)
+            else:
+                net.SparseAdam(inputs, output_blobs, beta1=self.beta1, beta2=self.beta2,
+                               epsilon=self.epsilon, enableRAdam=self.enableRAdam)
             grad_values = grad.values
         else:
             net.Adam([param, m1, m2, grad, lr, iteration], output_blobs,
@@ -571,8 +651,11 @@ class AdadeltaOptimizer(Optimizer):
                                             value=0.0)
         self._aux_params.local.extend([moment, delta])
         if isinstance(grad, core.GradientSlice):
-            raise ValueError("AdadeltaOptimizer: sparse gradients (SparseAdadelta) are not "
-                             "supported by the project (%s)" % param_info.name)
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            net.SparseAdadelta([param, moment, delta, grad.indices, grad.values, lr],
+                               [param, moment, delta], epsilon=self.epsilon, decay=self.decay,
+                               engine=self.engine)
+            return
         net.Adadelta([param, moment, delta, grad, lr], [param, moment, delta],
                      epsilon=self.epsilon, decay=self.decay, engine=self.engine)
 
@@ -582,10 +665,12 @@ class AdadeltaOptimizer(Optimizer):
 
 class WngradOptimizer(Optimizer):
     def __init__(self, alpha=1.0, epsilon=1e-9, policy="fixed", sparse_dedup_aggregator=None,
-                 engine="", moment_init=100.0, lars=None, **kwargs):
+                 engine="", moment_init=100.0, lars=None, output_effective_lr=False,
+                 output_effective_lr_and_update=False, **kwargs):
         super().__init__()
-        if lars is not None:
-            raise ValueError("WngradOptimizer: lars (the Lars op) is not supported by the project")
+        self.lars = lars
+        self.output_effective_lr = output_effective_lr
+        self.output_effective_lr_and_update = output_effective_lr_and_update
         self.alpha, self.epsilon, self.policy = alpha, epsilon, policy
         self.sparse_dedup_aggregator, self.engine = sparse_dedup_aggregator, engine
         self.moment_init, self.init_kwargs = moment_init, kwargs
@@ -594,16 +679,24 @@ class WngradOptimizer(Optimizer):
         param, grad = param_info.blob, param_info.grad
         if self.alpha <= 0:
             return
+        self._clear_local_lr_multiplier()
+        self._add_lars(net, param_init_net, param, grad, self.lars)
         lr, _ = self.build_lr(net, param_init_net, base_learning_rate=self.alpha,
                               policy=self.policy, **self.init_kwargs)
         moment = param_init_net.ConstantFill([], str(param) + "_moment", shape=[1],
                                              value=self.moment_init)
         self._aux_params.local.append(moment)
         if isinstance(grad, core.GradientSlice):
-            raise ValueError("WngradOptimizer: sparse gradients (SparseWngrad) are not "
-                             "supported by the project (%s)" % param_info.name)
-        net.Wngrad([param, moment, grad, lr], [param, moment], epsilon=self.epsilon,
-                   engine=self.engine)
+            grad = self.dedup(net, self.sparse_dedup_aggregator, grad)
+            net.SparseWngrad([param, moment, grad.indices, grad.values, lr], [param, moment],
+                             epsilon=self.epsilon, engine=self.engine)
+            return
+        outputs = [param, moment]
+        if self.output_effective_lr_and_update:
+            outputs += [str(param) + "_effective_lr", str(param) + "_update"]
+        elif self.output_effective_lr:
+            outputs.append(str(param) + "_effective_lr")
+        net.Wngrad([param, moment, grad, lr], outputs, epsilon=self.epsilon, engine=self.engine)
 
     def scale_learning_rate(self, scale):
         self.alpha *= scale
@@ -634,9 +727,34 @@ def build_wngrad(model, base_learning_rate, parameters=None, max_gradient_norm=N
                   max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
 
 
+class GFtrlOptimizer(Optimizer):
+    """Group-lasso FTRL (dense gradients): the GFtrl op with `alpha` as its argument."""
+
+    def __init__(self, alpha=0.01, beta=1e-4, lambda1=0, lambda2=0,
+                 sparse_dedup_aggregator=None, engine=""):
+        super().__init__()
+        self.alpha, self.beta, self.lambda1, self.lambda2 = alpha, beta, lambda1, lambda2
+        self.sparse_dedup_aggregator = sparse_dedup_aggregator
+        self.engine = engine
+
+    def _run(self, net, param_init_net, param_info):
+        param, grad = param_info.blob, param_info.grad
+        if self.alpha <= 0:
+            return
+        nz = param_init_net.ConstantFill([param], str(param) + "_gftrl_nz", extra_shape=[2],
+                                         value=0.0)
+        self._aux_params.local.append(nz)
+        net.GFtrl([param, nz, grad], [param, nz], engine=self.engine, alpha=self.alpha,
+                  beta=self.beta, lambda1=self.lambda1, lambda2=self.lambda2)
+
+    def scale_learning_rate(self, scale):
+        self.alpha *= scale
+
+
 def build_gftrl(model, engine="", **kwargs):
-    raise NotImplementedError("build_gftrl: group FTRL (the GFtrl op) is not supported by the "
-                              "project; build_ftrl is")
+    if engine == "SIMD" and not core.IsOperator("GFtrl_ENGINE_SIMD"):
+        raise ValueError("build_gftrl: the SIMD GFtrl op is not registered")
+    return _build(model, GFtrlOptimizer(engine=engine, **kwargs))
 
 
 def build_yellowfin(model, base_learning_rate=0.1, **kwargs):

@@ -37,6 +37,23 @@ def dot_product(X, Y):
     return (x * y).sum(dim=1)
 
 
+@operator("DotProductWithPadding")
+def dot_product_with_padding(X, Y, *, pad_value=0.0, replicate=0):
+    """<X_i, Y_i> per row when the rows differ in length: the shorter row is padded with
+    pad_value, or (replicate) tiled as many whole times as it fits in the longer one, which
+    is then cut to that length."""
+    n = X.shape[0] if X.dim() > 0 else 1
+    enforce((Y.shape[0] if Y.dim() > 0 else 1) == n, "DotProductWithPadding: X %s and Y %s "
+            "must have the same first dimension", list(X.shape), list(Y.shape))
+    x, y = X.reshape(n, -1), Y.reshape(n, -1)
+    short, long_ = (x, y) if x.shape[1] <= y.shape[1] else (y, x)
+    if replicate:
+        times = long_.shape[1] // short.shape[1]
+        return (short.repeat(1, times) * long_[:, :times * short.shape[1]]).sum(dim=1)
+    return (short * long_[:, :short.shape[1]]).sum(dim=1) \
+        + pad_value * long_[:, short.shape[1]:].sum(dim=1)
+
+
 _COSINE_EPS = 1e-12  # Caffe2's kEps on the squared norms: a zero vector gives 0, not NaN
 
 

@@ -4,7 +4,8 @@ inputs, Pow, Exp, Log, Sqr, Sqrt, Abs, Negative, Clip, Scale.
 Binary ops broadcast two ways, as Caffe2 1.x does:
 - `broadcast=1` (legacy): B's shape must match a run of A's dims starting at `axis`
   (`axis=-1`: B's dims are A's trailing ones; `axis_str="C"` with `order` names the axis);
-  size-1 dims of B broadcast. The result has A's shape.
+  size-1 dims of B broadcast; a one-element B is a scalar whatever its dims. The result has
+  A's shape.
 - otherwise: numpy broadcasting.
 Integer Div truncates toward zero (C++). Max/Min give the gradient to every input that
 equals the result (Caffe2's MaxGradient), not split between ties as torch.maximum does.
@@ -25,6 +26,10 @@ def _operands(A, B, broadcast, axis, axis_str, order):
             enforce(False, "shapes A %s and B %s do not broadcast (numpy rules; set broadcast=1 "
                     "with axis for Caffe2's legacy broadcast)" % (list(A.shape), list(B.shape)))
         return A, B
+    if B.numel() == 1:
+        # Caffe2 takes a one-element B as a scalar before any dims/axis check (a [1] learning
+        # rate times a 0-d multiplier): the result keeps A's shape
+        return A, B.reshape(())
     enforce(B.dim() <= A.dim(), "broadcast=1: B %s may not have more dims than A %s"
             % (list(B.shape), list(A.shape)))
     if axis_str:

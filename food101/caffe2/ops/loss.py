@@ -79,3 +79,20 @@ def accuracy(X, label, *, top_k=1, ctx):
         columns = torch.arange(classes, device=X.device)
         ahead = (X > score) | ((X == score) & (columns < labels[:, None]))
         return (ahead.sum(dim=1) < top_k).float().mean()
+
+
+@operator("MultiClassAccuracy", grad_inputs=())
+def multi_class_accuracy(prediction, labels):
+    """-> (per class: the fraction of its examples whose arg max is the class (float32), the
+    number of its examples (int32))."""
+    enforce(prediction.dim() == 2, "MultiClassAccuracy: prediction must be N x D, got %s",
+            list(prediction.shape))
+    n, d = prediction.shape
+    labels = labels.reshape(-1).long()
+    enforce(labels.numel() == n, "MultiClassAccuracy: %d labels for %d predictions",
+            labels.numel(), n)
+    hits = (prediction.argmax(dim=1) == labels).float()
+    amounts = torch.bincount(labels, minlength=d)[:d]
+    correct = torch.zeros(d, device=prediction.device).index_add_(0, labels, hits)
+    accuracies = torch.where(amounts > 0, correct / amounts.clamp_min(1), torch.zeros_like(correct))
+    return accuracies, amounts.to(torch.int32)

@@ -1,4 +1,5 @@
-"""Normalization: SpatialBN (batch normalization) and LRN (local response normalization).
+"""Normalization: SpatialBN (batch normalization), InstanceNorm and LRN (local response
+normalization).
 
 SpatialBN, as Caffe2 runs it:
 - is_test=1: Y = (X - mean) / sqrt(var + epsilon) * scale + bias with the given statistics;
@@ -39,6 +40,25 @@ def spatial_bn(X, scale, bias, mean, var, *, is_test=0, epsilon=1e-5, momentum=0
         saved_inv_std = torch.rsqrt(batch_var + epsilon)
     Y = F.batch_norm(x, None, None, scale.reshape(-1), bias.reshape(-1), True, 0.0, epsilon)
     return restore_order(Y, order), running_mean, running_var, batch_mean, saved_inv_std
+
+
+@operator("InstanceNorm", grad_inputs=(0, 1, 2))
+def instance_norm(X, scale, bias, *, epsilon=1e-5, order="NCHW"):
+    """(Y, mean, inv_stdev): each (image, channel) plane normalized by its own mean and biased
+    variance, then scale * . + bias per channel; mean and inv_stdev are N x C."""
+    check_order(order)
+    enforce(X.dim() >= 3, "InstanceNorm: X must be N x C x ..., got shape %s" % list(X.shape))
+    x = channels_first(X, order)
+    channels = x.shape[1]
+    for name, param in (("scale", scale), ("bias", bias)):
+        enforce(param.numel() == channels, "InstanceNorm: %s has %d values; X %s (%s) has %d "
+                "channels" % (name, param.numel(), list(X.shape), order, channels))
+    flat = x.reshape(x.shape[0], channels, -1)
+    var, mean = torch.var_mean(flat, dim=2, unbiased=False)
+    inv_std = torch.rsqrt(var + epsilon)
+    y = (flat - mean.unsqueeze(2)) * inv_std.unsqueeze(2)
+    y = y * scale.reshape(1, -1, 1) + bias.reshape(1, -1, 1)
+    return restore_order(y.reshape(x.shape), order), mean, inv_std
 
 
 @operator("LRN")

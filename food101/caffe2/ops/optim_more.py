@@ -1,6 +1,8 @@
-"""More of Caffe2's optimizer update ops: Ftrl / SparseFtrl, RmsProp, Adadelta, Wngrad
-(semantics of the torch 1.4.0 C++ kernels; learning rates arrive negative from build_lr,
-except Ftrl's `alpha` argument)."""
+"""More of Caffe2's optimizer update ops: Ftrl / SparseFtrl, GFtrl, RmsProp, Adadelta, Wngrad,
+and Lars (the per-param learning-rate rescale of LARS) (semantics of the torch 1.4.0 C++
+kernels; learning rates arrive negative from build_lr, except Ftrl's `alpha` argument)."""
+import math
+
 import torch
 
 from food101.caffe2.errors import enforce
@@ -48,6 +50,45 @@ def sparse_ftrl(param, nz, indices, grad, alpha_blob=None, *, alpha=0.005, beta=
                              lambda1, lambda2)
         w2[row], nz2[row, :, 0], nz2[row, :, 1] = w, n, z
     return w2.reshape(param.shape), nz2.reshape(nz.shape)
+
+
+@operator("GFtrl", grad_inputs=())
+def gftrl(param, nz, grad, alpha_blob=None, *, alpha=0.005, beta=1.0, lambda1=0.001,
+          lambda2=0.001):
+    """Group-lasso FTRL -> (param, nz). Rows of param (dim 0) are the output nodes, the rest one
+    input feature each; a feature's column across the rows is one group: it is zero unless the
+    norm of its new z exceeds lambda1 * sqrt(rows), else w = z (lambda1 sqrt(rows) / |z| - 1)
+    / ((beta + sqrt(n')) / alpha + lambda2)."""
+    _same_size(grad, param, "grad", "param", "GFtrl")
+    enforce(nz.numel() == 2 * param.numel(), "GFtrl: nz must hold 2 values per param element "
+            "(%d), has %d", 2 * param.numel(), nz.numel())
+    if alpha_blob is not None:
+        alpha = _scalar(alpha_blob, "alpha", "GFtrl")
+    rows = grad.shape[0] if grad.dim() > 0 else 1
+    w = param.reshape(rows, -1)
+    g = grad.reshape(rows, -1)
+    pairs = nz.reshape(rows, -1, 2)
+    n, z = pairs[..., 0], pairs[..., 1]
+    new_n = n + g * g
+    new_z = z + g - (new_n.sqrt() - n.sqrt()) / alpha * w
+    z_norm = new_z.norm(dim=0, keepdim=True)
+    threshold = lambda1 * math.sqrt(rows)
+    shrunk = new_z * (threshold / z_norm.clamp_min(torch.finfo(z_norm.dtype).tiny) - 1) \
+        / ((beta + new_n.sqrt()) / alpha + lambda2)
+    new_w = torch.where(z_norm > threshold, shrunk, torch.zeros_like(shrunk))
+    return new_w.reshape(param.shape), torch.stack([new_n, new_z], dim=-1).reshape(nz.shape)
+
+
+@operator("Lars", grad_inputs=())
+def lars(X, dX, wd, trust, lr_max, *, offset=0.5, lr_min=0.02):
+    """LARS's rescale of one param's learning rate -> a [1] tensor:
+    clamp(trust / (|dX| / |X| + wd + offset), lr_min, lr_max), 1 (then clamped) when |X| = 0."""
+    x_norm = X.float().norm()
+    ratio = _scalar(trust, "trust", "Lars") / (
+        dX.float().norm() / x_norm + _scalar(wd, "wd", "Lars") + offset)
+    val = torch.where(x_norm > 0, ratio, torch.ones_like(ratio))
+    val = torch.minimum(val, _scalar(lr_max, "lr_max", "Lars")).clamp_min(lr_min)
+    return val.reshape(1).to(X.dtype)
 
 
 @operator("RmsProp", grad_inputs=())

@@ -1,6 +1,8 @@
 """More of Caffe2's tensor ops: Slice, Range, Size, ResizeLike, CopyOnDeviceLike, NanCheck,
-DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather,
-SplitByLengths, MakeTwoClass."""
+DiagonalFill, LengthsRangeFill, LengthsToRanges, LengthsToShape, LengthsGather, Gather,
+SplitByLengths, MakeTwoClass, HasElements, IsEmpty, SpaceToBatch, BatchToSpace,
+LengthsToSegmentIds, LengthsToWeights, SegmentIdsToLengths, SegmentIdsToRanges, Unique,
+RowMul."""
 import math
 
 import torch
@@ -123,6 +125,24 @@ def lengths_gather(items, lengths, indices):
     return torch.cat(parts) if parts else items[:0]
 
 
+@operator("Gather", grad_inputs=(0,))
+def gather(data, indices, *, axis=0):
+    """data's slices along `axis` named by indices -> data.shape[:axis] + indices.shape +
+    data.shape[axis + 1:]; a negative index counts from the end once, as Caffe2's kernel.
+    (Its gradient in a net built by AddGradientOperators is Caffe2's sparse GradientSlice:
+    executor.SPARSE_GRADIENT_INPUTS.)"""
+    axis = canonical_axis(axis, data.dim())
+    size = data.shape[axis]
+    flat = indices.reshape(-1).long()
+    flat = torch.where(flat < 0, flat + size, flat)
+    if flat.numel():
+        low, high = int(flat.min()), int(flat.max())
+        enforce(low >= 0 and high < size, "Gather: INDICES element is out of DATA bounds, "
+                "id=%d axis_dim=%d", low if low < 0 else high, size)
+    picked = data.index_select(axis, flat.to(data.device))
+    return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+
+
 @operator("SplitByLengths", grad_inputs=(0,), context=True)
 def split_by_lengths(data, lengths, *, ctx, axis=None, order="NCHW"):
     """The `lengths` (groups of equal count per output) summed into one piece per output;
@@ -144,3 +164,149 @@ def split_by_lengths(data, lengths, *, ctx, axis=None, order="NCHW"):
 @operator("MakeTwoClass")
 def make_two_class(X):
     return torch.stack([1 - X, X], dim=-1)
+
+
+@operator("HasElements", grad_inputs=())
+def has_elements(*inputs):
+    """A bool scalar: does any input hold an element."""
+    enforce(len(inputs) >= 1, "HasElements needs at least one input")
+    return torch.tensor(any(X.numel() > 0 for X in inputs))
+
+
+@operator("IsEmpty", grad_inputs=())
+def is_empty(X):
+    return torch.tensor(X.numel() == 0)
+
+
+def _space_batch_pads(pad, pad_t, pad_l, pad_b, pad_r, order, op):
+    enforce(order == "NCHW", "%s: only order NCHW is supported (as Caffe2), got %r", op, order)
+    return [pad if p is None else p for p in (pad_t, pad_l, pad_b, pad_r)]
+
+
+@operator("SpaceToBatch")
+def space_to_batch(X, *, pad=0, pad_t=None, pad_l=None, pad_b=None, pad_r=None, block_size=2,
+                   order="NCHW"):
+    """N C H W -> (block^2 N) C H' W': X zero-padded, each block x block tile spread over the
+    batch; batch index (row offset * block + column offset) * N + n."""
+    top, left, bottom, right = _space_batch_pads(pad, pad_t, pad_l, pad_b, pad_r, order,
+                                                 "SpaceToBatch")
+    enforce(X.dim() == 4, "SpaceToBatch: X must be 4-D, got %s", list(X.shape))
+    n, c, h, w = X.shape
+    h, w = h + top + bottom, w + left + right
+    enforce(h % block_size == 0 and w % block_size == 0, "SpaceToBatch: padded height %d and "
+            "width %d must be multiples of block_size %d", h, w, block_size)
+    padded = torch.nn.functional.pad(X, (left, right, top, bottom))
+    tiles = padded.reshape(n, c, h // block_size, block_size, w // block_size, block_size)
+    return tiles.permute(3, 5, 0, 1, 2, 4).reshape(block_size * block_size * n, c,
+                                                   h // block_size, w // block_size)
+
+
+@operator("BatchToSpace")
+def batch_to_space(X, *, pad=0, pad_t=None, pad_l=None, pad_b=None, pad_r=None, block_size=2,
+                   order="NCHW"):
+    """SpaceToBatch's inverse: the padding is cropped off."""
+    top, left, bottom, right = _space_batch_pads(pad, pad_t, pad_l, pad_b, pad_r, order,
+                                                 "BatchToSpace")
+    enforce(X.dim() == 4 and X.shape[0] % (block_size * block_size) == 0, "BatchToSpace: X "
+            "must be 4-D with a batch that is a multiple of block_size^2, got %s", list(X.shape))
+    b, c, h, w = X.shape
+    n = b // (block_size * block_size)
+    tiles = X.reshape(block_size, block_size, n, c, h, w).permute(2, 3, 4, 0, 5, 1)
+    space = tiles.reshape(n, c, h * block_size, w * block_size)
+    return space[:, :, top:h * block_size - bottom, left:w * block_size - right]
+
+
+def _int32_lengths(lengths, op):
+    enforce(lengths.dtype == torch.int32, "%s: lengths must be int32 (Caffe2 reads them as int), "
+            "got %s", op, lengths.dtype)
+    return lengths.reshape(-1).long()
+
+
+@operator("LengthsToSegmentIds", grad_inputs=())
+def lengths_to_segment_ids(lengths):
+    """[2, 0, 3] -> [0, 0, 2, 2, 2] (int32)."""
+    lengths = _int32_lengths(lengths, "LengthsToSegmentIds")
+    ids = torch.arange(lengths.numel(), device=lengths.device)
+    return torch.repeat_interleave(ids, lengths).to(torch.int32)
+
+
+@operator("LengthsToWeights", grad_inputs=())
+def lengths_to_weights(lengths, *, power=0.5):
+    """Each segment's items weighted 1 / length^power (float32)."""
+    lengths = _int32_lengths(lengths, "LengthsToWeights")
+    weights = lengths.double().pow(-power).float()
+    return torch.repeat_interleave(weights, lengths)
+
+
+def _segment_lengths(segment_ids, count=None):
+    ids = segment_ids.reshape(-1).long()
+    if count is None:
+        count = int(ids.max()) + 1 if ids.numel() else 0
+    return torch.bincount(ids, minlength=count)[:count] if ids.numel() else \
+        torch.zeros(count, dtype=torch.long, device=ids.device)
+
+
+@operator("SegmentIdsToLengths", grad_inputs=())
+def segment_ids_to_lengths(segment_ids, data_to_infer_dim=None):
+    """Sorted segment ids -> the length of every segment 0..max (int32); with a second input,
+    as many segments as its first dimension."""
+    count = None if data_to_infer_dim is None else data_to_infer_dim.shape[0]
+    return _segment_lengths(segment_ids, count).to(torch.int32)
+
+
+@operator("SegmentIdsToRanges", grad_inputs=())
+def segment_ids_to_ranges(segment_ids, data_to_infer_dim=None):
+    """Sorted segment ids -> [start, length] of every segment 0..max (int32, N x 2)."""
+    count = None if data_to_infer_dim is None else data_to_infer_dim.shape[0]
+    lengths = _segment_lengths(segment_ids, count)
+    starts = torch.cumsum(lengths, 0) - lengths
+    return torch.stack([starts, lengths], dim=1).to(torch.int32).reshape(-1, 2)
+
+
+@operator("Unique", grad_inputs=())
+def unique(X):
+    """-> (the distinct values, sorted; for each input element the index of its value, int32)."""
+    enforce(X.dim() == 1, "Unique: input should be a vector, got shape %s", list(X.shape))
+    values, remapping = torch.unique(X, sorted=True, return_inverse=True)
+    return values, remapping.to(torch.int32)
+
+
+@operator("RowMul")
+def row_mul(X, w):
+    """Row i of X times the scalar w[i]."""
+    n = X.shape[0]
+    enforce(w.numel() == n, "RowMul: w must hold one value per row of X (%d), has %d",
+            n, w.numel())
+    return X * w.reshape((n,) + (1,) * (X.dim() - 1))
+
+
+@operator("LastNWindowCollector", grad_inputs=())
+def last_n_window_collector(buffer, cursor, X, mutex=None, num_visited=None, *,
+                            num_to_collect=None):
+    """-> (buffer, cursor[, num_visited]): the last num_to_collect rows seen, a ring buffer
+    written at `cursor` (which wraps); it grows until full. num_visited counts every row."""
+    enforce(num_to_collect is not None and num_to_collect > 0,
+            "LastNWindowCollector: num_to_collect must be a positive argument")
+    n = num_to_collect
+    rows = X.shape[0] if X.dim() > 0 else 1
+    X = X.reshape((rows,) + tuple(X.shape[1:]))
+    visited = None if num_visited is None else num_visited + rows
+    if buffer.numel() == 0:
+        buffer = X.new_zeros((0,) + tuple(X.shape[1:]))
+    if rows == 0:
+        return (buffer, cursor) if visited is None else (buffer, cursor, visited)
+    enforce(buffer.shape[1:] == X.shape[1:], "LastNWindowCollector: rows of %s do not fit a "
+            "buffer of %s", list(X.shape), list(buffer.shape))
+    take = X[rows - min(rows, n):]
+    grow = min(n, buffer.shape[0] + take.shape[0]) - buffer.shape[0]
+    if grow > 0:
+        buffer = torch.cat([buffer, buffer.new_zeros((grow,) + tuple(buffer.shape[1:]))])
+    else:
+        buffer = buffer.clone()
+    start = int(cursor.reshape(-1)[0]) if cursor.numel() else 0
+    if rows > n:  # more rows than the window: Caffe2 keeps the last n in order, cursor 0
+        start = 0
+    positions = (start + torch.arange(take.shape[0])) % n
+    buffer[positions.to(buffer.device)] = take.to(buffer.dtype)
+    new_cursor = torch.full_like(cursor, (start + take.shape[0]) % n)
+    return (buffer, new_cursor) if visited is None else (buffer, new_cursor, visited)

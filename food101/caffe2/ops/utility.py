@@ -1,4 +1,5 @@
-"""Inspection ops: Summarize (min/max/mean/std of a blob) and Print (log a blob's values).
+"""Inspection ops: Summarize (min/max/mean/std of a blob), Print (log a blob's values) and
+AccumulateHistogram (bucket counts of a blob, this run's and accumulated over the op's runs).
 
 Both are side-effect ops for debugging nets. With `to_file=1` Caffe2 writes to a file in the
 workspace's root folder, truncated when the op is created: `<root>/<blob>.summary` (with '/'
@@ -121,3 +122,26 @@ def _c_number(v):
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     return str(v)
+
+
+def _histogram_state(kwargs):
+    enforce(kwargs["num_buckets"] >= 1, "AccumulateHistogram: num_buckets must be >= 1, got %r"
+            % kwargs["num_buckets"])
+    kwargs["state"] = {"accumulated": None}  # the op instance's running totals, as in Caffe2
+    return kwargs
+
+
+@operator("AccumulateHistogram", grad_inputs=(), prepare=_histogram_state)
+def accumulate_histogram(X, *, lower_bound=0.0, upper_bound=1.0, num_buckets=1, state=None):
+    """-> (this run's histogram, histogram over every run of this op), int64, num_buckets + 2
+    bins: [-inf, lower), num_buckets equal bins of [lower, upper), [upper, inf)."""
+    x = X.detach().reshape(-1).float()
+    segment = (upper_bound - lower_bound) / num_buckets
+    inside = ((x - lower_bound) / segment + 1).clamp(1, num_buckets).long()
+    bucket = torch.where(x < lower_bound, torch.zeros_like(inside),
+                         torch.where(x >= upper_bound, torch.full_like(inside, num_buckets + 1),
+                                     inside))
+    current = torch.bincount(bucket, minlength=num_buckets + 2)
+    total = current if state["accumulated"] is None else state["accumulated"] + current
+    state["accumulated"] = total
+    return current, total.clone()
