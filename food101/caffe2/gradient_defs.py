@@ -49,8 +49,12 @@ def _fc_like(grad_type):
 
 def _spatial_bn(op):
     is_test = any(a.name == "is_test" and a.i for a in op.arg)
+    num_batches = [a.i for a in op.arg if a.name == "num_batches"]
     stats = ["I3", "I4"] if is_test else ["O3", "O4"]
-    return [("SpatialBNGradient", ["I0", "I1", "GO0"] + stats, ["GI0", "GI1", "GI2"], True, {})]
+    # training over several batches: the summed scale/bias gradients come back in (Caffe2)
+    sums = ["GI1", "GI2"] if not is_test and num_batches and num_batches[0] > 1 else []
+    return [("SpatialBNGradient", ["I0", "I1", "GO0"] + stats + sums, ["GI0", "GI1", "GI2"],
+             True, {})]
 
 
 def _dropout(op):
