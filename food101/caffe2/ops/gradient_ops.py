@@ -10,6 +10,7 @@ import torch
 
 from food101.caffe2.errors import enforce
 from food101.caffe2.ops.common import canonical_axis, channel_axis, shape_product
+from food101.caffe2.ops.elementwise import _operands
 from food101.caffe2.ops.registry import lookup, operator, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
 
@@ -89,8 +90,37 @@ for _fwd in ("MaxPool", "AveragePool", "LpPool", "LRN", "MaxPool1D", "MaxPool2D"
              "AveragePool1D", "AveragePool2D", "AveragePool3D"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0]], [0], {0: x[2]}, [0]))
 # (dC, A, B[, C]) -> dA, dB, broadcasting reduced by autograd
-for _fwd in ("Add", "Sub", "Mul", "Div"):
+for _fwd in ("Add", "Sub", "Mul"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[1], x[2]], [0, 1], {0: x[0]}, [0, 1]))
+
+
+def _sum_to(grad, shape):
+    """A broadcast result's gradient summed back to an operand's shape."""
+    extra = grad.dim() - len(shape)
+    dims = list(range(extra)) + [extra + i for i, size in enumerate(shape)
+                                 if size == 1 and grad.shape[extra + i] != 1]
+    return (grad.sum(dim=dims, keepdim=True) if dims else grad).reshape(shape)
+
+
+@operator("DivGradient", grad_inputs=())
+def div_gradient(*inputs, broadcast=0, axis=-1, axis_str="", order="NCHW"):
+    """(dC, A, B, C) -> (dA, dB), or Caffe2's legacy (B, C, dC): dA = dC / B, dB = -dC * C / B,
+    each summed back to its operand's shape. A itself is not read (only its shape), so an
+    in-place Div (C written over A) has the right gradient."""
+    if len(inputs) == 3:
+        B, C, dC = inputs
+        a_shape = C.shape
+    else:
+        enforce(len(inputs) == 4, "DivGradient takes (dC, A, B, C) or (B, C, dC), got %d inputs"
+                % len(inputs))
+        dC, A, B, C = inputs
+        a_shape = A.shape
+    _, b = _operands(C, B, broadcast, axis, axis_str, order)
+    dA = _sum_to(dC / b, a_shape)
+    dB = _sum_to(-dC * C / b, b.shape).reshape(B.shape)
+    return dA, dB
+
+
 # (X, L, dY) -> dX
 for _fwd in ("LabelCrossEntropy", "CrossEntropy"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0], x[1]], [0], {0: x[2]}, [0]))
@@ -257,6 +287,23 @@ def _from_output(grad_type, formula):
         return formula(Y, dY, ctx)
     gradient.__name__ = grad_type
     return gradient
+
+
+# (dY, Y) -> dX: Caffe2 passes the output gradient first for these
+@operator("RsqrtGradient", grad_inputs=())
+def rsqrt_gradient(dY, Y):
+    return -0.5 * dY * Y * Y * Y
+
+
+@operator("CbrtGradient", grad_inputs=())
+def cbrt_gradient(dY, Y):
+    return dY / (3.0 * Y * Y)
+
+
+@operator("SwishGradient", grad_inputs=())
+def swish_gradient(X, Y, dY):
+    """(X, Y, dY) -> dX = dY * (Y + (1 - Y) * sigmoid(X))."""
+    return dY * (Y + (1.0 - Y) * torch.sigmoid(X))
 
 
 _from_output("ReluGradient", lambda Y, dY, ctx: dY * (Y > 0))

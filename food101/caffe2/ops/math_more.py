@@ -79,7 +79,10 @@ def _compare(op_type, fn):
 
 for _name, _fn in [("EQ", torch.eq), ("NE", torch.ne), ("LT", torch.lt), ("LE", torch.le),
                    ("GT", torch.gt), ("GE", torch.ge), ("And", torch.logical_and),
-                   ("Or", torch.logical_or), ("Xor", torch.logical_xor)]:
+                   ("Or", torch.logical_or), ("Xor", torch.logical_xor),
+                   # on integer and bool tensors, with the same broadcasting
+                   ("BitwiseAnd", torch.bitwise_and), ("BitwiseOr", torch.bitwise_or),
+                   ("BitwiseXor", torch.bitwise_xor)]:
     _compare(_name, _fn)
 
 
