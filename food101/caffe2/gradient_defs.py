@@ -103,7 +103,36 @@ def _pow(op):
         return [("Pow", ["I0"], ["GI0"], False, {"exponent": exponent[0] - 1.0}),
                 ("Mul", ["GI0", "GO0"], ["GI0"], False, {}),
                 ("Scale", ["GI0"], ["GI0"], False, {"scale": exponent[0]})]
+    if len(op.input) == 2:
+        return _pow_two_inputs(op)
     return None  # the generic gradient
+
+
+def _pow_two_inputs(op):
+    """Caffe2's maker for Pow(X, Y) = Z: dX = Y * X^(Y - 1) * dZ, dY = log(X) * Z * dZ,
+    with the legacy broadcast arguments spelled out and dY summed back to Y's shape."""
+    args = {a.name: a for a in op.arg}
+    broadcast = "broadcast" in args and args["broadcast"].i
+    bcast = {}
+    if broadcast:
+        bcast = {"broadcast": 1, "axis": args["axis"].i if "axis" in args else -1,
+                 "axis_str": args["axis_str"].s.decode() if "axis_str" in args else "",
+                 "order": args["order"].s.decode() if "order" in args else "NCHW"}
+    pre_reduce = op.input[1] + "_grad_autogen_pre_red"
+    ops = [("ConstantFill", ["I1"], ["GI1"], False, {"value": 1.0}),
+           ("Sub", ["I1", "GI1"], ["GI1"], False, {}),
+           ("Pow", ["I0", "GI1"], ["GI0"], False, bcast),
+           ("Mul", ["GI0", "GO0"], ["GI0"], False, {}),
+           ("Mul", ["GI0", "I1"], ["GI0"], False, bcast),
+           ("Log", ["I0"], [pre_reduce], False, {}),
+           ("Mul", [pre_reduce, "O0"], [pre_reduce], False, {})]
+    if broadcast:
+        reduce_args = {k: v for k, v in bcast.items() if k != "broadcast"}
+        ops += [("Mul", [pre_reduce, "GO0"], [pre_reduce], False, {}),
+                ("SumReduceLike", [pre_reduce, "I1"], ["GI1"], False, reduce_args)]
+    else:
+        ops += [("Mul", [pre_reduce, "GO0"], ["GI1"], False, {})]
+    return ops
 
 
 def _python(op):

@@ -87,7 +87,7 @@ for _name, _fn in [("EQ", torch.eq), ("NE", torch.ne), ("LT", torch.lt), ("LE", 
 
 
 @operator("SumReduceLike", grad_inputs=(0,))
-def sum_reduce_like(A, B, *, axis=0, axis_str="", order="NCHW"):
+def sum_reduce_like(A, B, *, axis=-1, axis_str="", order="NCHW"):
     """A summed down to B's shape: B's dims match A's from `axis` (-1: trailing)."""
     if axis_str:
         axis = order.index(axis_str)
