@@ -20,6 +20,7 @@ from food101.caffe2.ops import registry
 from food101.caffe2.proto import caffe2_pb2
 
 use_mkldnn = False
+has_mkldnn = False   # real CPU Caffe2 reports False too: no MKLDNN device in the tests
 use_ideep = False
 use_trt = False
 is_asan = False

@@ -49,8 +49,12 @@ def _fc_like(grad_type):
 
 def _spatial_bn(op):
     is_test = any(a.name == "is_test" and a.i for a in op.arg)
+    num_batches = [a.i for a in op.arg if a.name == "num_batches"]
     stats = ["I3", "I4"] if is_test else ["O3", "O4"]
-    return [("SpatialBNGradient", ["I0", "I1", "GO0"] + stats, ["GI0", "GI1", "GI2"], True, {})]
+    # training over several batches: the summed scale/bias gradients come back in (Caffe2)
+    sums = ["GI1", "GI2"] if not is_test and num_batches and num_batches[0] > 1 else []
+    return [("SpatialBNGradient", ["I0", "I1", "GO0"] + stats + sums, ["GI0", "GI1", "GI2"],
+             True, {})]
 
 
 def _dropout(op):
@@ -99,6 +103,8 @@ def _pow(op):
         return [("Pow", ["I0"], ["GI0"], False, {"exponent": exponent[0] - 1.0}),
                 ("Mul", ["GI0", "GO0"], ["GI0"], False, {}),
                 ("Scale", ["GI0"], ["GI0"], False, {"scale": exponent[0]})]
+    if len(op.input) == 2:
+        return _pow_two_inputs(op)
     return None  # the generic gradient
 
 
@@ -116,6 +122,33 @@ def _cast(op):
         return getattr(caffe2_pb2.TensorProto, arg.s.decode().upper())
     return [("Cast", ["GO0"], ["GI0"], False,
              {"to": enum(args["from_type"]), "from_type": enum(args["to"])})]
+
+
+def _pow_two_inputs(op):
+    """Caffe2's maker for Pow(X, Y) = Z: dX = Y * X^(Y - 1) * dZ, dY = log(X) * Z * dZ,
+    with the legacy broadcast arguments spelled out and dY summed back to Y's shape."""
+    args = {a.name: a for a in op.arg}
+    broadcast = "broadcast" in args and args["broadcast"].i
+    bcast = {}
+    if broadcast:
+        bcast = {"broadcast": 1, "axis": args["axis"].i if "axis" in args else -1,
+                 "axis_str": args["axis_str"].s.decode() if "axis_str" in args else "",
+                 "order": args["order"].s.decode() if "order" in args else "NCHW"}
+    pre_reduce = op.input[1] + "_grad_autogen_pre_red"
+    ops = [("ConstantFill", ["I1"], ["GI1"], False, {"value": 1.0}),
+           ("Sub", ["I1", "GI1"], ["GI1"], False, {}),
+           ("Pow", ["I0", "GI1"], ["GI0"], False, bcast),
+           ("Mul", ["GI0", "GO0"], ["GI0"], False, {}),
+           ("Mul", ["GI0", "I1"], ["GI0"], False, bcast),
+           ("Log", ["I0"], [pre_reduce], False, {}),
+           ("Mul", [pre_reduce, "O0"], [pre_reduce], False, {})]
+    if broadcast:
+        reduce_args = {k: v for k, v in bcast.items() if k != "broadcast"}
+        ops += [("Mul", [pre_reduce, "GO0"], [pre_reduce], False, {}),
+                ("SumReduceLike", [pre_reduce, "I1"], ["GI1"], False, reduce_args)]
+    else:
+        ops += [("Mul", [pre_reduce, "GO0"], ["GI1"], False, {})]
+    return ops
 
 
 def _python(op):
@@ -145,6 +178,13 @@ MAKERS = {
     "Tan": _unary_x("TanGradient"), "Atan": _unary_x("AtanGradient"),
     "Acos": _unary_x("AcosGradient"), "Asin": _unary_x("AsinGradient"),
     "Erf": _unary_x("ErfGradient"),
+    "Rsqrt": _simple("RsqrtGradient", ["GO0", "O0"], ["GI0"]),
+    "Cbrt": _simple("CbrtGradient", ["GO0", "O0"], ["GI0"]),
+    "Swish": _simple("SwishGradient", ["I0", "O0", "GO0"], ["GI0"]),
+    "Cube": _simple("CubeGradient", ["GO0", "I0"], ["GI0"]),
+    "Sinh": _simple("SinhGradient", ["GO0", "I0"], ["GI0"]),
+    "Cosh": _simple("CoshGradient", ["GO0", "I0"], ["GI0"]),
+    "Gelu": _simple("GeluGradient", ["GO0", "I0"], ["GI0"]),
     "Exp": _simple("Mul", ["O0", "GO0"], ["GI0"]),
     "Log": _simple("Div", ["GO0", "I0"], ["GI0"]),
     "Negative": _simple("Negative", ["GO0"], ["GI0"]),

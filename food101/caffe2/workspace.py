@@ -416,7 +416,10 @@ def RunPlanInBackground(plan_or_step):
 
 
 def GetCuDNNVersion():
-    raise Caffe2Error("GetCuDNNVersion: the project runs on torch; ask torch.backends.cudnn.version()")
+    """cuDNN's version as an int (e.g. 8902); 0 without a GPU, as real Caffe2's CPU build says."""
+    if not torch.cuda.is_available():
+        return 0
+    return torch.backends.cudnn.version() or 0
 
 
 def GetGpuPeerAccessPattern():

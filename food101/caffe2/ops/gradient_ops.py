@@ -9,7 +9,8 @@ the forward input is not there to differentiate.
 import torch
 
 from food101.caffe2.errors import enforce
-from food101.caffe2.ops.common import channel_axis, shape_product
+from food101.caffe2.ops.common import canonical_axis, channel_axis, shape_product
+from food101.caffe2.ops.elementwise import _operands
 from food101.caffe2.ops.registry import lookup, operator, parse_arguments
 from food101.caffe2.proto import caffe2_pb2
 
@@ -89,8 +90,37 @@ for _fwd in ("MaxPool", "AveragePool", "LpPool", "LRN", "MaxPool1D", "MaxPool2D"
              "AveragePool1D", "AveragePool2D", "AveragePool3D"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0]], [0], {0: x[2]}, [0]))
 # (dC, A, B[, C]) -> dA, dB, broadcasting reduced by autograd
-for _fwd in ("Add", "Sub", "Mul", "Div"):
+for _fwd in ("Add", "Sub", "Mul"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[1], x[2]], [0, 1], {0: x[0]}, [0, 1]))
+
+
+def _sum_to(grad, shape):
+    """A broadcast result's gradient summed back to an operand's shape."""
+    extra = grad.dim() - len(shape)
+    dims = list(range(extra)) + [extra + i for i, size in enumerate(shape)
+                                 if size == 1 and grad.shape[extra + i] != 1]
+    return (grad.sum(dim=dims, keepdim=True) if dims else grad).reshape(shape)
+
+
+@operator("DivGradient", grad_inputs=())
+def div_gradient(*inputs, broadcast=0, axis=-1, axis_str="", order="NCHW"):
+    """(dC, A, B, C) -> (dA, dB), or Caffe2's legacy (B, C, dC): dA = dC / B, dB = -dC * C / B,
+    each summed back to its operand's shape. A itself is not read (only its shape), so an
+    in-place Div (C written over A) has the right gradient."""
+    if len(inputs) == 3:
+        B, C, dC = inputs
+        a_shape = C.shape
+    else:
+        enforce(len(inputs) == 4, "DivGradient takes (dC, A, B, C) or (B, C, dC), got %d inputs"
+                % len(inputs))
+        dC, A, B, C = inputs
+        a_shape = A.shape
+    _, b = _operands(C, B, broadcast, axis, axis_str, order)
+    dA = _sum_to(dC / b, a_shape)
+    dB = _sum_to(-dC * C / b, b.shape).reshape(B.shape)
+    return dA, dB
+
+
 # (X, L, dY) -> dX
 for _fwd in ("LabelCrossEntropy", "CrossEntropy"):
     _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: ([x[0], x[1]], [0], {0: x[2]}, [0]))
@@ -98,9 +128,54 @@ _register_vjp("SigmoidCrossEntropyWithLogitsGradient", "SigmoidCrossEntropyWithL
               lambda x, ctx: ([x[1], x[2]], [0], {0: x[0]}, [0]))
 _register_vjp("SquaredL2DistanceGradient", "SquaredL2Distance",
               lambda x, ctx: ([x[0], x[1]], [0, 1], {0: x[2]}, [0, 1]))
-# (X, label[, weights], P, d_loss) -> dX
-for _fwd in ("SoftmaxWithLoss", "SpatialSoftmaxWithLoss"):
-    _register_vjp(_fwd + "Gradient", _fwd, lambda x, ctx: (x[:-2], [0], {1: x[-1]}, [0]))
+
+
+def _softmax_loss_gradient(X, label, rest, scale, label_prob, spatial, axis, order):
+    """Caffe2's SoftmaxWithLossGradient from the forward's P alone (no re-run of the forward):
+    dX = (P - target) * w * scale * d_loss / sum(w); target is the one-hot label (or the label
+    probabilities), w the weights (1 without), pixels labelled -1 (spatial) get no gradient."""
+    weights, P, d_loss = (rest if len(rest) == 3 else (None,) + tuple(rest))
+    if spatial:
+        enforce(order == "NCHW" and X.dim() == 4, "spatial=1 needs an NCHW X of 4 dims, got %s %s"
+                % (order, list(X.shape)))
+        N, D, H, W = X.shape
+        labels = label.reshape(N, H, W).long()
+        valid = labels != -1
+        w = valid.to(P.dtype)
+        if weights is not None:
+            w = w * weights.reshape(N, H, W).to(P.dtype)
+        onehot = torch.zeros_like(P).scatter_(1, torch.where(valid, labels, 0)[:, None], 1.0)
+        dX = (P - onehot) * w[:, None]
+    else:
+        axis = canonical_axis(axis, X.dim())
+        rows = shape_product(X.shape[:axis])
+        p = P.reshape(rows, -1)
+        if label_prob:
+            target = label.reshape(p.shape).to(p.dtype)
+        else:
+            target = torch.zeros_like(p).scatter_(1, label.reshape(rows, 1).long(), 1.0)
+        w = (torch.ones(rows, dtype=p.dtype, device=p.device) if weights is None
+             else weights.reshape(rows).to(p.dtype))
+        dX = ((p - target) * w[:, None]).reshape(X.shape)
+    total = w.sum()
+    factor = torch.where(total > 0, scale * d_loss.reshape(()).to(P.dtype) / total,
+                         torch.ones_like(total))
+    return dX * factor
+
+
+@operator("SoftmaxWithLossGradient", grad_inputs=())
+def softmax_with_loss_gradient(X, label, *rest, scale=1.0, label_prob=0, spatial=0, axis=1,
+                               order="NCHW"):
+    """(X, label[, weights], P, d_loss) -> dX."""
+    return _softmax_loss_gradient(X, label, rest, scale, label_prob, spatial, axis, order)
+
+
+@operator("SpatialSoftmaxWithLossGradient", grad_inputs=())
+def spatial_softmax_with_loss_gradient(X, label, *rest, scale=1.0, order="NCHW"):
+    """(X, label[, weights], P, d_loss) -> dX."""
+    return _softmax_loss_gradient(X, label, rest, scale, 0, 1, 1, order)
+
+
 # (dY, X[, Y][, lengths]) -> dX
 # (ReduceFront*/ReduceBack* gradients are written out in ops/reduce.py)
 for _fwd, _with_y in [("ReduceSum", True), ("ReduceMean", True), ("ReduceMax", True),
@@ -141,18 +216,34 @@ _conv_like("FCTransposedGradient", "FCTransposed", lambda W, ctx: W.shape[1])
 
 
 @operator("SpatialBNGradient", grad_inputs=(), context=True)
-def spatial_bn_gradient(X, scale, dY, mean, var_or_inv_std, *, ctx):
-    """(X, scale, dY, saved mean, saved inverse std): SpatialBN's outputs 3 and 4 in training.
+def spatial_bn_gradient(X, scale, dY, mean, var_or_inv_std, dscale_sum=None, dbias_sum=None, *,
+                        ctx):
+    """(X, scale, dY, saved mean, saved inverse std[, dscale_sum, dbias_sum]): SpatialBN's
+    outputs 3 and 4 in training.
     As in Caffe2, the op always applies the batch-statistics formula: given is_test=1 its maker
     passes the running mean and variance, and Caffe2 reads the variance as an inverse std
-    (real Caffe2's result, checked against its fixture)."""
+    (real Caffe2's result, checked against its fixture). With `num_batches` > 1 the scale and
+    bias gradients summed over the batches come in (inputs 5 and 6): dscale and dbias are their
+    averages, and dX uses them with this batch's count, as Caffe2's kernel does."""
     order = _arg(ctx, "order", "NCHW")
     axis = channel_axis(X.dim(), order)
     shape = [1] * X.dim()
     shape[axis] = X.shape[axis]
     dims = [d for d in range(X.dim()) if d != axis]
-    count = shape_product(X.shape) // X.shape[axis]
+    count = shape_product(X.shape) // X.shape[axis] if X.shape[axis] else 0
+    if count == 0:
+        zeros = torch.zeros(X.shape[axis], dtype=X.dtype, device=X.device)
+        return torch.zeros_like(X), zeros, zeros.clone()
     inv_std = var_or_inv_std.reshape(shape)
+    if dscale_sum is not None:
+        num_batches = int(_arg(ctx, "num_batches", 1))
+        dscale = dscale_sum.reshape(-1) / num_batches
+        dbias = dbias_sum.reshape(-1) / num_batches
+        alpha = scale.reshape(shape) * inv_std
+        beta = -alpha * dscale.reshape(shape) * inv_std / count
+        gamma = alpha * (mean.reshape(shape) * dscale.reshape(shape) * inv_std
+                         - dbias.reshape(shape)) / count
+        return alpha * dY + beta * X + gamma, dscale, dbias
     x_hat = (X - mean.reshape(shape)) * inv_std
     dbias = dY.sum(dim=dims)
     dscale = (dY * x_hat).sum(dim=dims)
@@ -193,6 +284,23 @@ def _from_output(grad_type, formula):
         return formula(Y, dY, ctx)
     gradient.__name__ = grad_type
     return gradient
+
+
+# (dY, Y) -> dX: Caffe2 passes the output gradient first for these
+@operator("RsqrtGradient", grad_inputs=())
+def rsqrt_gradient(dY, Y):
+    return -0.5 * dY * Y * Y * Y
+
+
+@operator("CbrtGradient", grad_inputs=())
+def cbrt_gradient(dY, Y):
+    return dY / (3.0 * Y * Y)
+
+
+@operator("SwishGradient", grad_inputs=())
+def swish_gradient(X, Y, dY):
+    """(X, Y, dY) -> dX = dY * (Y + (1 - Y) * sigmoid(X))."""
+    return dY * (Y + (1.0 - Y) * torch.sigmoid(X))
 
 
 _from_output("ReluGradient", lambda Y, dY, ctx: dY * (Y > 0))

@@ -1,5 +1,5 @@
 """More of Caffe2's losses: SigmoidCrossEntropyWithLogits (and its weighted form),
-CrossEntropy (soft labels), SpatialSoftmaxWithLoss."""
+CrossEntropy (soft labels) (SpatialSoftmaxWithLoss is in softmax.py)."""
 import torch
 import torch.nn.functional as F
 
@@ -37,16 +37,3 @@ def cross_entropy(X, label):
     enforce(X.shape == label.shape, "CrossEntropy: X %s and label %s must have the same shape",
             list(X.shape), list(label.shape))
     return -(label * torch.log(X.clamp_min(1e-20))).sum(dim=-1)
-
-
-@operator("SpatialSoftmaxWithLoss", grad_inputs=(0,))
-def spatial_softmax_with_loss(X, label, weights=None):
-    """Softmax over C of N x C x H x W; the loss averages -log p[label] over all pixels,
-    weighted by `weights` (N x H x W) when given. Returns (P, loss)."""
-    enforce(X.dim() == 4, "SpatialSoftmaxWithLoss needs N x C x H x W, got %s", list(X.shape))
-    log_p = F.log_softmax(X, dim=1)
-    picked = -log_p.gather(1, label.long().unsqueeze(1)).squeeze(1)
-    w = torch.ones_like(picked) if weights is None else weights.to(picked.dtype)
-    total = w.sum()
-    loss = (picked * w).sum() / torch.where(total > 0, total, torch.ones_like(total))
-    return log_p.exp(), loss

@@ -79,12 +79,15 @@ def _compare(op_type, fn):
 
 for _name, _fn in [("EQ", torch.eq), ("NE", torch.ne), ("LT", torch.lt), ("LE", torch.le),
                    ("GT", torch.gt), ("GE", torch.ge), ("And", torch.logical_and),
-                   ("Or", torch.logical_or), ("Xor", torch.logical_xor)]:
+                   ("Or", torch.logical_or), ("Xor", torch.logical_xor),
+                   # on integer and bool tensors, with the same broadcasting
+                   ("BitwiseAnd", torch.bitwise_and), ("BitwiseOr", torch.bitwise_or),
+                   ("BitwiseXor", torch.bitwise_xor)]:
     _compare(_name, _fn)
 
 
 @operator("SumReduceLike", grad_inputs=(0,))
-def sum_reduce_like(A, B, *, axis=0, axis_str="", order="NCHW"):
+def sum_reduce_like(A, B, *, axis=-1, axis_str="", order="NCHW"):
     """A summed down to B's shape: B's dims match A's from `axis` (-1: trailing)."""
     if axis_str:
         axis = order.index(axis_str)

@@ -18,9 +18,13 @@ from food101.caffe2.ops.registry import operator
 
 
 @operator("SpatialBN", grad_inputs=(0, 1, 2))
-def spatial_bn(X, scale, bias, mean, var, *, is_test=0, epsilon=1e-5, momentum=0.9,
-               order="NCHW"):
-    """Y (is_test=1), or (Y, running_mean, running_var, saved_mean, saved_inv_std)."""
+def spatial_bn(X, scale, bias, mean, var, batch_mean_sum=None, batch_var_sum=None, *, is_test=0,
+               epsilon=1e-5, momentum=0.9, order="NCHW", num_batches=1):
+    """Y (is_test=1), or (Y, running_mean, running_var, saved_mean, saved_inv_std).
+
+    With 7 inputs (training over `num_batches` batches, e.g. across devices), the batch
+    statistics come from the given sums of X and X^2 over all the batches:
+    mean = sum / (num_batches * N * H * W), var = sum_sq / that count - mean^2."""
     check_order(order)
     enforce(X.dim() >= 2, "X must be N x C x ..., got shape %s" % list(X.shape))
     x = channels_first(X, order)
@@ -32,13 +36,32 @@ def spatial_bn(X, scale, bias, mean, var, *, is_test=0, epsilon=1e-5, momentum=0
         Y = F.batch_norm(x, mean.reshape(-1), var.reshape(-1), scale.reshape(-1),
                          bias.reshape(-1), False, 0.0, epsilon)
         return restore_order(Y, order)
+    multi_batch = batch_mean_sum is not None
+    enforce(not multi_batch or batch_var_sum is not None,
+            "SpatialBN takes 5 or 7 inputs; the 6th (batch_mean_sum) needs the 7th (batch_var_sum)")
+    if x.shape[0] == 0:
+        # Caffe2: an empty batch leaves the running statistics alone and saves zeros
+        zeros = torch.zeros(channels, dtype=X.dtype, device=X.device)
+        return X.clone(), mean.clone(), var.clone(), zeros, zeros.clone()
+    if multi_batch:
+        count = num_batches * (x.numel() // channels)
+        with torch.no_grad():
+            batch_mean = batch_mean_sum.reshape(-1) / count
+            batch_var = batch_var_sum.reshape(-1) / count - batch_mean * batch_mean
+    else:
+        with torch.no_grad():
+            dims = [0] + list(range(2, x.dim()))
+            batch_var, batch_mean = torch.var_mean(x.float(), dim=dims, unbiased=False)
     with torch.no_grad():
-        dims = [0] + list(range(2, x.dim()))
-        batch_var, batch_mean = torch.var_mean(x.float(), dim=dims, unbiased=False)
         running_mean = mean * momentum + batch_mean.reshape(mean.shape).to(mean.dtype) * (1 - momentum)
         running_var = var * momentum + batch_var.reshape(var.shape).to(var.dtype) * (1 - momentum)
         saved_inv_std = torch.rsqrt(batch_var + epsilon)
-    Y = F.batch_norm(x, None, None, scale.reshape(-1), bias.reshape(-1), True, 0.0, epsilon)
+    if multi_batch:
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        Y = ((x - batch_mean.reshape(shape)) * saved_inv_std.reshape(shape)
+             * scale.reshape(shape) + bias.reshape(shape))
+    else:
+        Y = F.batch_norm(x, None, None, scale.reshape(-1), bias.reshape(-1), True, 0.0, epsilon)
     return restore_order(Y, order), running_mean, running_var, batch_mean, saved_inv_std
 
 

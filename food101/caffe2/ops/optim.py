@@ -1,4 +1,6 @@
-"""Parameter updates: WeightedSum (plain SGD), MomentumSGD(Update), Adam.
+"""Parameter updates: WeightedSum (plain SGD), MomentumSGD(Update), Adam, and their sparse
+forms (SparseMomentumSGDUpdate, SparseAdam, RowWiseSparseAdam) that update only the rows of
+the parameter named by an `indices` blob, with one gradient row per index.
 
 Caffe2 writes these outputs in place (param, momentum, moments); here each op returns the new
 tensors and the executor rebinds the blob names, so no input is ever mutated. The learning
@@ -68,6 +70,35 @@ def momentum_sgd_update(grad, momentum_blob, lr, param, *, momentum=0.0, nestero
     return update, new_momentum, param - update.reshape(param.shape)
 
 
+def _rows(blob, indices, grad, name, op):
+    """(blob viewed as rows of the gradient's block size, int64 row indices). Caffe2 takes the
+    block size as grad.numel() / indices.numel()."""
+    idx = indices.reshape(-1).long()
+    enforce(not indices.is_floating_point(), "%s: indices must be integers, got %s"
+            % (op, str(indices.dtype).replace("torch.", "")))
+    n = idx.numel()
+    block = grad.numel() // n if n else (blob.numel() // blob.shape[0] if blob.dim() and blob.shape[0] else 1)
+    enforce(n == 0 or grad.numel() == n * block, "%s: grad %s does not split into %d rows"
+            % (op, list(grad.shape), n))
+    enforce(block == 0 or blob.numel() % block == 0, "%s: %s %s is not made of rows of %d values "
+            "(grad %s, %d indices)" % (op, name, list(blob.shape), block, list(grad.shape), n))
+    rows = blob.reshape(-1, block) if block else blob.reshape(blob.shape[0] if blob.dim() else 1, 0)
+    if n and _host_check_allowed(idx):
+        low, high = int(idx.min()), int(idx.max())
+        enforce(low >= 0 and high < rows.shape[0], "%s: indices from %d to %d are out of range "
+                "for %s with %d rows" % (op, low, high, name, rows.shape[0]))
+    return rows, idx
+
+
+def _host_check_allowed(tensor):
+    return not torch.compiler.is_compiling() and not (
+        tensor.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+def _scatter_rows(blob, rows, idx, new_rows):
+    return rows.index_copy(0, idx, new_rows.to(rows.dtype)).reshape(blob.shape)
+
+
 @operator("MomentumSGD", grad_inputs=())
 def momentum_sgd(grad, momentum_blob, lr, *, momentum=0.0, nesterov=0):
     """MomentumSGDUpdate without the param: -> (grad_out, momentum)."""
@@ -90,6 +121,35 @@ def adam(param, moment_1, moment_2, grad, lr, ITER, *, beta1=0.9, beta2=0.999, e
     step = correction * new_m1 / (new_m2.sqrt() + epsilon)
     new_param = param + _scalar(lr, "lr", "Adam") * step.reshape(param.shape)
     return new_param, new_m1, new_m2, step
+
+
+def _adam_correction(ITER, beta1, beta2, op):
+    enforce(isinstance(ITER, torch.Tensor) and ITER.numel() == 1 and not ITER.is_floating_point(),
+            "%s: input 6 must be the int64 iteration counter" % op)
+    t = int(ITER.reshape(-1)[0]) + 1
+    return math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+
+
+@operator("RowWiseSparseAdam", grad_inputs=())
+def row_wise_sparse_adam(param, moment_1, moment_2, indices, grad, lr, ITER, *, beta1=0.9,
+                         beta2=0.999, epsilon=1e-5):
+    """SparseAdam with one second moment per row (moment_2 is 1-D, one value per param row):
+    m2[i]' = b2 m2[i] + (1 - b2) mean(g_i^2) -> (param, moment_1, moment_2, effective_grad)."""
+    op = "RowWiseSparseAdam"
+    p_rows, idx = _rows(param, indices, grad, "param", op)
+    m1_rows, _ = _rows(moment_1, indices, grad, "moment_1", op)
+    enforce(moment_2.dim() == 1 and moment_2.shape[0] == p_rows.shape[0],
+            "%s: moment_2 must be 1-D with one value per param row (%d), got %s"
+            % (op, p_rows.shape[0], list(moment_2.shape)))
+    correction = _adam_correction(ITER, beta1, beta2, op)
+    g = grad.reshape(-1, p_rows.shape[1])
+    new_m1 = m1_rows[idx] * beta1 + g * (1 - beta1)
+    mean_sq = (g * g).mean(dim=1) if g.shape[1] else torch.zeros_like(g[:, 0])
+    new_m2 = moment_2[idx] * beta2 + mean_sq * (1 - beta2)
+    step = correction * new_m1 / (new_m2.sqrt()[:, None] + epsilon)
+    new_p = p_rows[idx] + _scalar(lr, "lr", op) * step
+    return (_scatter_rows(param, p_rows, idx, new_p), _scatter_rows(moment_1, m1_rows, idx, new_m1),
+            moment_2.index_copy(0, idx, new_m2.to(moment_2.dtype)), step.reshape(grad.shape))
 
 
 @operator("Adagrad", grad_inputs=(), context=True)

@@ -51,10 +51,19 @@ def softmax_with_loss(X, label, weights=None, *, scale=1.0, label_prob=0, spatia
                    list(label.shape)))
         losses = -(label.reshape(rows, classes).to(log_p.dtype) * log_p).sum(dim=1)
     else:
+        if label.dim() == canonical_axis(axis, X.dim()) and label.shape == X.shape[:label.dim()]:
+            label = label.reshape(-1)  # Caffe2 takes labels shaped as X's dims before `axis`
         labels = class_labels(label, rows, classes, ctx)
         losses = -log_p.gather(1, labels[:, None]).squeeze(1)
     loss = _weighted_mean(losses, weights, rows, ctx) * scale
     return P.reshape(X.shape), loss
+
+
+@operator("SpatialSoftmaxWithLoss", grad_inputs=(0,), context=True)
+def spatial_softmax_with_loss(X, label, weights=None, *, scale=1.0, order="NCHW", ctx):
+    """SoftmaxWithLoss with spatial=1: (P, loss) for an N x D x H x W X, labels N x H x W,
+    pixels labelled -1 ignored."""
+    return _spatial_softmax_with_loss(X, label, weights, scale, order, ctx)
 
 
 def _weighted_mean(losses, weights, count, ctx):
