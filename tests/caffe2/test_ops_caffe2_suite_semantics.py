@@ -231,3 +231,18 @@ def test_sparse_adam_and_row_wise_sparse_adam(row_wise):
     exp_m1[idx], exp_m2[idx] = new_m1, new_m2
     for got, expect in zip(outs, [exp_p, exp_m1, exp_m2, step]):
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op_type,args,out_shape", [
+    ("AveragePool", dict(kernels=[4] * 3, strides=[1] * 3, pads=[1] * 6), (0, 1, 2, 2, 2)),
+    ("MaxPool", dict(kernels=[2] * 3, strides=[2] * 3, pads=[0] * 6), (0, 1, 1, 1, 1)),
+    ("MaxPool", dict(global_pooling=1), (0, 1, 1, 1, 1)),
+])
+def test_pooling_an_empty_batch_gives_the_windowed_empty_shape(op_type, args, out_shape):
+    (Y,) = run(op_type, dict(X=np.zeros((0, 1, 3, 3, 3), np.float32)), ["Y"], **args)
+    assert Y.shape == out_shape
+    op = core.CreateOperator(op_type, ["X"], ["Y"], **args)
+    grad_ops, _ = core.GradientRegistry.GetGradientForOp(op, ["Y_grad"])
+    workspace.FeedBlob("Y_grad", Y)
+    workspace.RunOperatorsOnce(grad_ops)
+    assert workspace.FetchBlob("X_grad").shape == (0, 1, 3, 3, 3)

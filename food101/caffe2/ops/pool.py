@@ -37,6 +37,18 @@ def _window(X, order, kernels, strides, pads, dilations, legacy_pad, global_pool
     return x, kernels, strides, heads, tails, dilations
 
 
+def _empty_result(x, X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling):
+    """The (empty) output of pooling an empty batch, or None for a non-empty input. Caffe2
+    returns N=0 outputs of the windowed shape; torch's kernels refuse empty inputs."""
+    if x.numel():
+        return None
+    *_, outs = resolve_window(tuple(x.shape[2:]), kernels, strides, pads, dilations, legacy_pad,
+                              global_pooling)
+    # kept in the graph so a gradient op sees an (empty) gradient, not none
+    Y = x.new_zeros(tuple(x.shape[:2]) + tuple(outs)) + x.sum() * 0
+    return restore_order(Y, order)
+
+
 @operator("MaxPool", prepare=window_arguments, aliases=("MaxPool1D", "MaxPool2D", "MaxPool3D"))
 def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy_pad=NOTSET,
              global_pooling=0, order="NCHW",
@@ -47,6 +59,10 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
     """The max of each window."""
     x, kernels, strides, heads, tails, dilations = _window(
         X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling)
+    empty = _empty_result(x, X, order, kernels, strides, pads, dilations, legacy_pad,
+                          global_pooling)
+    if empty is not None:
+        return empty
     ndim = len(kernels)
     if global_pooling:
         dims = tuple(range(2, x.dim()))
@@ -171,6 +187,10 @@ def average_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, le
     """The mean of each window, over the input elements it covers (padding excluded)."""
     x, kernels, strides, heads, tails, dilations = _window(
         X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling)
+    empty = _empty_result(x, X, order, kernels, strides, pads, dilations, legacy_pad,
+                          global_pooling)
+    if empty is not None:
+        return empty
     if global_pooling:
         return restore_order(x.mean(dim=tuple(range(2, x.dim())), keepdim=True), order)
     enforce(all(d == 1 for d in dilations), "AveragePool does not support dilation, got %s"
