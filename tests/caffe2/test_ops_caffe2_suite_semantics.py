@@ -246,3 +246,18 @@ def test_pooling_an_empty_batch_gives_the_windowed_empty_shape(op_type, args, ou
     workspace.FeedBlob("Y_grad", Y)
     workspace.RunOperatorsOnce(grad_ops)
     assert workspace.FetchBlob("X_grad").shape == (0, 1, 3, 3, 3)
+
+
+def test_max_pool_gradient_of_a_window_covering_the_image_goes_to_every_tied_max():
+    X = np.zeros((1, 2, 6, 6), np.float32)
+    X[0, 0, 1, 2] = X[0, 0, 4, 5] = 3.0  # two tied maxima in channel 0
+    X[0, 1, 2, 2] = 1.0
+    op = core.CreateOperator("MaxPool", ["X"], ["Y"], kernel=6, stride=1)
+    (Y,) = run("MaxPool", dict(X=X), ["Y"], kernel=6, stride=1)
+    grad_ops, _ = core.GradientRegistry.GetGradientForOp(op, ["Y_grad"])
+    workspace.FeedBlob("Y_grad", np.array([[[[2.0]], [[5.0]]]], np.float32))
+    workspace.RunOperatorsOnce(grad_ops)
+    expect = np.zeros_like(X)
+    expect[0, 0, 1, 2] = expect[0, 0, 4, 5] = 2.0
+    expect[0, 1, 2, 2] = 5.0
+    np.testing.assert_array_equal(workspace.FetchBlob("X_grad"), expect)

@@ -9,6 +9,7 @@ Zoo nets translated from Caffe use). Caffe2 semantics kept exactly:
   max per window (torch's kernel). Without autograd the plain torch kernel runs.
 """
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -171,7 +172,18 @@ class _TiedMaxPool(torch.autograd.Function):
         x, Y = ctx.saved_tensors
         kernels, strides, dilations = ctx.geometry
         dX = torch.zeros_like(x)
-        for index in _window_taps(x, Y.shape[2:], kernels, strides, dilations):
+        out_sizes = tuple(Y.shape[2:])
+        if math.prod(out_sizes) < math.prod(kernels):
+            # few large windows (e.g. one covering the image): one step per window, not per tap
+            spatial = (None,) * len(kernels)
+            for pos in itertools.product(*(range(n) for n in out_sizes)):
+                index = (slice(None), slice(None)) + tuple(
+                    slice(p * st, p * st + (k - 1) * d + 1, d)
+                    for p, st, k, d in zip(pos, strides, kernels, dilations))
+                at = (Ellipsis,) + pos + spatial
+                dX[index] += dY[at] * (x[index] == Y[at])
+            return dX, None, None, None
+        for index in _window_taps(x, out_sizes, kernels, strides, dilations):
             dX[index] += dY * (x[index] == Y)
         return dX, None, None, None
 
