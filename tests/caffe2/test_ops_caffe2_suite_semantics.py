@@ -261,3 +261,13 @@ def test_max_pool_gradient_of_a_window_covering_the_image_goes_to_every_tied_max
     expect[0, 0, 1, 2] = expect[0, 0, 4, 5] = 2.0
     expect[0, 1, 2, 2] = 5.0
     np.testing.assert_array_equal(workspace.FetchBlob("X_grad"), expect)
+
+
+def test_average_pool_with_a_kernel_larger_than_the_unpadded_input():
+    X = np.arange(27, dtype=np.float32).reshape(1, 1, 3, 3, 3)
+    (Y,) = run("AveragePool", dict(X=X), ["Y"], kernels=[4] * 3, strides=[1] * 3, pads=[1] * 6)
+    # each window covers a 3x3x3 padded corner: the mean of the input elements it covers
+    padded = np.pad(X[0, 0], 1, constant_values=np.nan)
+    expect = np.array([[[np.nanmean(padded[t:t + 4, h:h + 4, w:w + 4]) for w in range(2)]
+                        for h in range(2)] for t in range(2)])
+    np.testing.assert_allclose(Y[0, 0], expect, rtol=1e-5)

@@ -212,7 +212,8 @@ def average_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, le
         x = x.unsqueeze(-1)
         kernels, strides, heads, tails = kernels + (1,), strides + (1,), heads + (0,), tails + (0,)
     pool = _AVG_POOL[len(kernels)]
-    if heads == tails and all(2 * h <= k for h, k in zip(heads, kernels)):
+    # torch's own padding needs pad <= kernel / 2 and an unpadded input at least the kernel
+    if heads == tails and all(2 * h <= k <= n for h, k, n in zip(heads, kernels, x.shape[2:])):
         Y = pool(x, kernels, strides, heads, count_include_pad=bool(count_include_pad))
     else:
         widths = pad_widths(heads, tails)
