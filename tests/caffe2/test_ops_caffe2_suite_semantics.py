@@ -231,3 +231,43 @@ def test_sparse_adam_and_row_wise_sparse_adam(row_wise):
     exp_m1[idx], exp_m2[idx] = new_m1, new_m2
     for got, expect in zip(outs, [exp_p, exp_m1, exp_m2, step]):
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op_type,args,out_shape", [
+    ("AveragePool", dict(kernels=[4] * 3, strides=[1] * 3, pads=[1] * 6), (0, 1, 2, 2, 2)),
+    ("MaxPool", dict(kernels=[2] * 3, strides=[2] * 3, pads=[0] * 6), (0, 1, 1, 1, 1)),
+    ("MaxPool", dict(global_pooling=1), (0, 1, 1, 1, 1)),
+])
+def test_pooling_an_empty_batch_gives_the_windowed_empty_shape(op_type, args, out_shape):
+    (Y,) = run(op_type, dict(X=np.zeros((0, 1, 3, 3, 3), np.float32)), ["Y"], **args)
+    assert Y.shape == out_shape
+    op = core.CreateOperator(op_type, ["X"], ["Y"], **args)
+    grad_ops, _ = core.GradientRegistry.GetGradientForOp(op, ["Y_grad"])
+    workspace.FeedBlob("Y_grad", Y)
+    workspace.RunOperatorsOnce(grad_ops)
+    assert workspace.FetchBlob("X_grad").shape == (0, 1, 3, 3, 3)
+
+
+def test_max_pool_gradient_of_a_window_covering_the_image_goes_to_every_tied_max():
+    X = np.zeros((1, 2, 6, 6), np.float32)
+    X[0, 0, 1, 2] = X[0, 0, 4, 5] = 3.0  # two tied maxima in channel 0
+    X[0, 1, 2, 2] = 1.0
+    op = core.CreateOperator("MaxPool", ["X"], ["Y"], kernel=6, stride=1)
+    (Y,) = run("MaxPool", dict(X=X), ["Y"], kernel=6, stride=1)
+    grad_ops, _ = core.GradientRegistry.GetGradientForOp(op, ["Y_grad"])
+    workspace.FeedBlob("Y_grad", np.array([[[[2.0]], [[5.0]]]], np.float32))
+    workspace.RunOperatorsOnce(grad_ops)
+    expect = np.zeros_like(X)
+    expect[0, 0, 1, 2] = expect[0, 0, 4, 5] = 2.0
+    expect[0, 1, 2, 2] = 5.0
+    np.testing.assert_array_equal(workspace.FetchBlob("X_grad"), expect)
+
+
+def test_average_pool_with_a_kernel_larger_than_the_unpadded_input():
+    X = np.arange(27, dtype=np.float32).reshape(1, 1, 3, 3, 3)
+    (Y,) = run("AveragePool", dict(X=X), ["Y"], kernels=[4] * 3, strides=[1] * 3, pads=[1] * 6)
+    # each window covers a 3x3x3 padded corner: the mean of the input elements it covers
+    padded = np.pad(X[0, 0], 1, constant_values=np.nan)
+    expect = np.array([[[np.nanmean(padded[t:t + 4, h:h + 4, w:w + 4]) for w in range(2)]
+                        for h in range(2)] for t in range(2)])
+    np.testing.assert_allclose(Y[0, 0], expect, rtol=1e-5)

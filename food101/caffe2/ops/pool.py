@@ -9,6 +9,7 @@ Zoo nets translated from Caffe use). Caffe2 semantics kept exactly:
   max per window (torch's kernel). Without autograd the plain torch kernel runs.
 """
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,18 @@ def _window(X, order, kernels, strides, pads, dilations, legacy_pad, global_pool
     return x, kernels, strides, heads, tails, dilations
 
 
+def _empty_result(x, X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling):
+    """The (empty) output of pooling an empty batch, or None for a non-empty input. Caffe2
+    returns N=0 outputs of the windowed shape; torch's kernels refuse empty inputs."""
+    if x.numel():
+        return None
+    *_, outs = resolve_window(tuple(x.shape[2:]), kernels, strides, pads, dilations, legacy_pad,
+                              global_pooling)
+    # kept in the graph so a gradient op sees an (empty) gradient, not none
+    Y = x.new_zeros(tuple(x.shape[:2]) + tuple(outs)) + x.sum() * 0
+    return restore_order(Y, order)
+
+
 @operator("MaxPool", prepare=window_arguments, aliases=("MaxPool1D", "MaxPool2D", "MaxPool3D"))
 def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy_pad=NOTSET,
              global_pooling=0, order="NCHW",
@@ -47,6 +60,10 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
     """The max of each window."""
     x, kernels, strides, heads, tails, dilations = _window(
         X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling)
+    empty = _empty_result(x, X, order, kernels, strides, pads, dilations, legacy_pad,
+                          global_pooling)
+    if empty is not None:
+        return empty
     ndim = len(kernels)
     if global_pooling:
         dims = tuple(range(2, x.dim()))
@@ -155,7 +172,18 @@ class _TiedMaxPool(torch.autograd.Function):
         x, Y = ctx.saved_tensors
         kernels, strides, dilations = ctx.geometry
         dX = torch.zeros_like(x)
-        for index in _window_taps(x, Y.shape[2:], kernels, strides, dilations):
+        out_sizes = tuple(Y.shape[2:])
+        if math.prod(out_sizes) < math.prod(kernels):
+            # few large windows (e.g. one covering the image): one step per window, not per tap
+            spatial = (None,) * len(kernels)
+            for pos in itertools.product(*(range(n) for n in out_sizes)):
+                index = (slice(None), slice(None)) + tuple(
+                    slice(p * st, p * st + (k - 1) * d + 1, d)
+                    for p, st, k, d in zip(pos, strides, kernels, dilations))
+                at = (Ellipsis,) + pos + spatial
+                dX[index] += dY[at] * (x[index] == Y[at])
+            return dX, None, None, None
+        for index in _window_taps(x, out_sizes, kernels, strides, dilations):
             dX[index] += dY * (x[index] == Y)
         return dX, None, None, None
 
@@ -171,6 +199,10 @@ def average_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, le
     """The mean of each window, over the input elements it covers (padding excluded)."""
     x, kernels, strides, heads, tails, dilations = _window(
         X, order, kernels, strides, pads, dilations, legacy_pad, global_pooling)
+    empty = _empty_result(x, X, order, kernels, strides, pads, dilations, legacy_pad,
+                          global_pooling)
+    if empty is not None:
+        return empty
     if global_pooling:
         return restore_order(x.mean(dim=tuple(range(2, x.dim())), keepdim=True), order)
     enforce(all(d == 1 for d in dilations), "AveragePool does not support dilation, got %s"
@@ -180,7 +212,8 @@ def average_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, le
         x = x.unsqueeze(-1)
         kernels, strides, heads, tails = kernels + (1,), strides + (1,), heads + (0,), tails + (0,)
     pool = _AVG_POOL[len(kernels)]
-    if heads == tails and all(2 * h <= k for h, k in zip(heads, kernels)):
+    # torch's own padding needs pad <= kernel / 2 and an unpadded input at least the kernel
+    if heads == tails and all(2 * h <= k <= n for h, k, n in zip(heads, kernels, x.shape[2:])):
         Y = pool(x, kernels, strides, heads, count_include_pad=bool(count_include_pad))
     else:
         widths = pad_widths(heads, tails)
