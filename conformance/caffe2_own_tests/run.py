@@ -63,6 +63,13 @@ EDITS = [
      r"\b(\w+)\[slc\]", r"\1[tuple(slc)]"),
     ("numpy 2's np.sum refuses a generator; the builtin sum adds the same terms",
      r"\bnp\.sum\(\(-label\[j\]\[i\]", "sum((-label[j][i]"),
+    ("numpy 2 refuses a 1-element array stored into a scalar slot; the Adam references take "
+     "ITER and LR's one element", r"^(\s+)t = ITER \+ 1$",
+     r"\1t = np.asarray(ITER).reshape(()) + 1\n\1LR = np.asarray(LR).reshape(())"),
+    ("numpy 2 refuses math.pow of a 1-element array; the composite-policy reference takes its "
+     "one element, as the other references' `iter = float(...)` edit does",
+     r"^(\s+)def all_sub_policy_check_ref\(iter, lr_scale\):$",
+     r"\1def all_sub_policy_check_ref(iter, lr_scale):\n\1    iter = int(np.asarray(iter).reshape(-1)[0])"),
 ]
 # The issue asks for hypothesis max_examples >= 5 (Caffe2's serialized-output check keeps its
 # single fixed-seed example: it compares with stored outputs, it is not a sample size).
