@@ -727,15 +727,9 @@ def build_wngrad(model, base_learning_rate, parameters=None, max_gradient_norm=N
                   max_gradient_norm=max_gradient_norm, allow_lr_injection=allow_lr_injection)
 
 
-class GFtrlOptimizer(Optimizer):
-    """Group-lasso FTRL (dense gradients): the GFtrl op with `alpha` as its argument."""
-
-    def __init__(self, alpha=0.01, beta=1e-4, lambda1=0, lambda2=0,
-                 sparse_dedup_aggregator=None, engine=""):
-        super().__init__()
-        self.alpha, self.beta, self.lambda1, self.lambda2 = alpha, beta, lambda1, lambda2
-        self.sparse_dedup_aggregator = sparse_dedup_aggregator
-        self.engine = engine
+class GFtrlOptimizer(FtrlOptimizer):
+    """Group-lasso FTRL (dense gradients): the GFtrl op with `alpha` as its argument; the same
+    hyper-parameters and `nz` state as FtrlOptimizer."""
 
     def _run(self, net, param_init_net, param_info):
         param, grad = param_info.blob, param_info.grad
@@ -746,9 +740,6 @@ class GFtrlOptimizer(Optimizer):
         self._aux_params.local.append(nz)
         net.GFtrl([param, nz, grad], [param, nz], engine=self.engine, alpha=self.alpha,
                   beta=self.beta, lambda1=self.lambda1, lambda2=self.lambda2)
-
-    def scale_learning_rate(self, scale):
-        self.alpha *= scale
 
 
 def build_gftrl(model, engine="", **kwargs):

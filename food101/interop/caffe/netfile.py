@@ -125,13 +125,18 @@ def read_solver(path):
     return read_text(path, caffe_pb2.SolverParameter())
 
 
-def read_caffemodel(path):
-    """A binary .caffemodel -> NetParameter with V2 `layer`s holding the blobs."""
+def _read_bytes(path, what):
+    """A binary Caffe file's bytes; an unreadable one is a CaffeFormatError naming it as `what`."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
-        raise CaffeFormatError("cannot read caffemodel %s: %s" % (path, e.strerror or e)) from None
+        raise CaffeFormatError("cannot read %s %s: %s" % (what, path, e.strerror or e)) from None
+
+
+def read_caffemodel(path):
+    """A binary .caffemodel -> NetParameter with V2 `layer`s holding the blobs."""
+    data = _read_bytes(path, "caffemodel")
     net = caffe_pb2.NetParameter()
     try:
         net.ParseFromString(data)
@@ -146,23 +151,18 @@ def read_caffemodel(path):
 
 def read_mean_file(path):
     """A transform_param mean_file (binaryproto BlobProto, 1 x C x H x W) -> float32 C x H x W."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CaffeFormatError("cannot read mean_file %s: %s" % (path, e.strerror or e)) from None
+    data = _read_bytes(path, "mean_file")
     blob = caffe_pb2.BlobProto()
     try:
         blob.ParseFromString(data)
     except DecodeError as e:
         raise CaffeFormatError("mean_file %s is not a Caffe BlobProto (.binaryproto): %s"
                                % (path, e)) from None
-    mean = blob_array(blob, "mean_file %s" % path)
-    if mean.ndim == 4 and mean.shape[0] == 1:
-        mean = mean[0]
+    blob_values = blob_array(blob, "mean_file %s" % path)
+    mean = blob_values[0] if blob_values.ndim == 4 and blob_values.shape[0] == 1 else blob_values
     if mean.ndim != 3 or mean.shape[0] not in (1, 3) or mean.size == 0:
         raise CaffeFormatError("mean_file %s: a mean image is 1 x C x H x W with C 1 or 3, this "
-                               "blob is %s" % (path, list(blob_array(blob).shape)))
+                               "blob is %s" % (path, list(blob_values.shape)))
     return mean
 
 
