@@ -527,10 +527,7 @@ def caffe_data_updates(net_path):
         phases = {rule.phase for rule in layer.include if rule.HasField("phase")} or {
             caffe_pb2.TRAIN, caffe_pb2.TEST}
         param = layer.data_param if layer.type == "Data" else layer.image_data_param
-        source = param.source
-        beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), source)
-        if source and not os.path.exists(source) and os.path.exists(beside):
-            source = beside
+        source = _net_relative(param.source, net_path) if param.source else param.source
         if caffe_pb2.TRAIN in phases:
             t = layer.transform_param
             if param.batch_size:
@@ -554,12 +551,18 @@ def caffe_data_updates(net_path):
     return updates
 
 
+def _net_relative(path, net_path):
+    """A file a Caffe net names: as given (relative to cwd, as Caffe reads it) when it exists
+    there, else beside the net file when it exists there."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), path)
+    return beside if not os.path.exists(path) and os.path.exists(beside) else path
+
+
 def _mean_file_channels(mean_file, net_path, layer_name):
     """A Caffe mean image reduced to its per-channel (B, G, R) means, with a warning: the trainer
     subtracts one value per channel, as Caffe does for mean_value (BVLC's own models moved from
     mean_file to mean_value; the difference for a natural-image mean is a few grey levels)."""
-    beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), mean_file)
-    path = mean_file if os.path.exists(mean_file) or not os.path.exists(beside) else beside
+    path = _net_relative(mean_file, net_path)
     mean = netfile.read_mean_file(path)
     channels = [float(c) for c in mean.reshape(mean.shape[0], -1).mean(axis=1)]
     spread = float(np.abs(mean - np.asarray(channels, np.float32)[:, None, None]).max())
