@@ -1,22 +1,20 @@
-"""Caffe2's CPU max pooling with its tie rule, as two small compiled loops (numba).
+"""Caffe2's CPU max pooling, with its gradient's tie rule, at less than the cost of torch's.
 
-Caffe2's CPU `MaxPoolGradient` gives dY in full to *every* input equal to its window's max;
-torch's kernel gives it to one. Finding the ties takes a scan of every window, which is what
-the forward pass already does, so the forward records them:
+Forward: the window maxima as separable passes, one strided `torch.maximum` per tap along each
+spatial dim (3x3 windows: 2 + 2 passes). They are exact (a max is a max in any order), run
+vectorised on torch's threads, and cost a quarter of torch's CPU max-pool kernel, which visits
+every window tap by tap. NaN wins, as in torch's kernel.
 
-    forward   per window: max (NaN wins, as torch's kernel) and a bit mask of the taps that
-              equal it (int32; bit t = tap t of the window in raster order)
-    backward  per window in raster order: dX[tap] += dY for each set bit
+Backward: Caffe2's CPU `MaxPoolGradient` gives dY in full to *every* input equal to its window's
+max (torch's kernel gives it to one). A small compiled loop (numba) finds each window's tied
+maxima again from the saved X and Y and adds dY to them, windows in raster order from zero:
+Caffe2's order, so the gradients equal Caffe2's bit for bit.
 
-so the backward is one scatter over the output, like torch's index-based backward (int32 masks
-instead of int64 indices), and accumulates in Caffe2's order (windows in raster order,
-starting from zero): the gradients equal Caffe2's bit for bit.
+numba ships LLVM in its wheel, so this installs without a C++ toolchain. The loop releases the
+GIL and runs planes (N x C) in a small thread pool sized by THREADS; numba's own parallel layer
+is not used (its OpenMP layer aborts in forked children).
 
-numba ships LLVM in its wheel, so this installs without a C++ toolchain. The loops release the
-GIL and run planes (N x C) in a small thread pool sized like torch's intra-op pool; numba's own
-parallel layer is not used (its OpenMP layer aborts in forked children).
-
-Shapes are 3-D (planes, D, H, W); 1-D and 2-D pooling pass size-1 leading dims.
+Backward shapes are 3-D (planes, D, H, W); 1-D and 2-D pooling pass size-1 leading dims.
 """
 import concurrent.futures
 import math
@@ -26,16 +24,36 @@ import threading
 import numba
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-MAX_TAPS = 31  # taps per window that fit an int32 mask
-THREADS = 1
+THREADS = 1  # backward threads; 0: torch's intra-op thread count
 _DTYPES = (torch.float32, torch.float64)
 
 
-def supports(x, kernels):
-    """True when the compiled loops can pool `x` (a CPU float32/float64 tensor)."""
-    return (x.device.type == "cpu" and x.dtype in _DTYPES and 1 <= len(kernels) <= 3
-            and math.prod(kernels) <= MAX_TAPS)
+def supports(x):
+    """True when the compiled backward can take `x` (a CPU float32/float64 tensor)."""
+    return x.device.type == "cpu" and x.dtype in _DTYPES and 1 <= x.dim() - 2 <= 3
+
+
+def window_max(x, kernels, strides, heads, tails, dilations):
+    """The max of each window of x (N x C x spatial), padding (heads, tails) as -inf."""
+    if any(heads) or any(tails):
+        widths = []
+        for head, tail in zip(reversed(heads), reversed(tails)):
+            widths += [head, tail]
+        x = F.pad(x, widths, value=float("-inf"))
+    for dim, (k, s, d) in enumerate(zip(kernels, strides, dilations), start=2):
+        outs = (x.shape[dim] - (k - 1) * d - 1) // s + 1
+        taps = [x.narrow(dim, t * d, (outs - 1) * s + 1) for t in range(k)]
+        if s > 1:
+            taps = [tap[(slice(None),) * dim + (slice(None, None, s),)] for tap in taps]
+        if k == 1:
+            x = taps[0]
+            continue
+        x = torch.maximum(taps[0], taps[1])
+        for tap in taps[2:]:
+            torch.maximum(x, tap, out=x)
+    return x
 
 
 @numba.njit(nogil=True, cache=True)
@@ -54,14 +72,14 @@ def _tap_offsets(size, kernel, dilation):
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def _forward_planes(x, y, ties, start, stop, size, out, kernel, stride, pad, dilation):
-    """x: planes x (D*H*W), y and ties: planes x (Do*Ho*Wo), C order."""
+def _backward_planes(x, y, dy, dx, zero, start, stop, size, out, kernel, stride, pad, dilation):
+    """dx[p] += dy at every tap equal to its window's y, windows in raster order (Caffe2's).
+    All arrays are planes x flattened spatial, C order; zero is 0 in dx's dtype."""
     D, H, W = size
     Do, Ho, Wo = out
     kd, kh, kw = kernel
     spans = ((kd - 1) * dilation[0] + 1, (kh - 1) * dilation[1] + 1, (kw - 1) * dilation[2] + 1)
     offsets = _tap_offsets(size, kernel, dilation)
-    taps = offsets.shape[0]
     for p in range(start, stop):
         o = 0
         for od in range(Do):
@@ -70,74 +88,31 @@ def _forward_planes(x, y, ties, start, stop, size, out, kernel, stride, pad, dil
                 h0 = oh * stride[1] - pad[1]
                 for ow in range(Wo):
                     w0 = ow * stride[2] - pad[2]
-                    m = -np.inf
-                    mask = 0
-                    if (d0 >= 0 and h0 >= 0 and w0 >= 0 and d0 + spans[0] <= D
-                            and h0 + spans[1] <= H and w0 + spans[2] <= W):
-                        # branch-free: the max, then the taps equal to it (a NaN anywhere
-                        # makes the max NaN, as in torch's kernel, and no tap equals it)
-                        base = (d0 * H + h0) * W + w0
-                        nan = False
-                        for tap in range(taps):
-                            v = x[p, base + offsets[tap]]
-                            m = v if v > m else m
-                            nan |= v != v
-                        if nan:
-                            m = np.nan
-                        for tap in range(taps):
-                            mask |= np.int64(x[p, base + offsets[tap]] == m) << tap
-                    else:  # a window reaching into the padding: only in-bounds taps count
-                        tap = -1
-                        for a in range(kd):
-                            d = d0 + a * dilation[0]
-                            for b in range(kh):
-                                h = h0 + b * dilation[1]
-                                for c in range(kw):
-                                    tap += 1
-                                    w = w0 + c * dilation[2]
-                                    if d < 0 or d >= D or h < 0 or h >= H or w < 0 or w >= W:
-                                        continue
-                                    v = x[p, (d * H + h) * W + w]
-                                    if v > m:
-                                        m = v
-                                        mask = 1 << tap
-                                    elif v == m:
-                                        mask |= 1 << tap
-                                    elif v != v:
-                                        m = v
-                                        mask = 0
-                    y[p, o] = m
-                    ties[p, o] = mask
-                    o += 1
-
-
-# lowest set bit -> its index, without a data-dependent branch (de Bruijn sequence 0x077CB531)
-_DEBRUIJN = np.array([0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8, 31, 27, 13, 23,
-                      21, 19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9], np.int64)
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def _backward_planes(dy, ties, dx, start, stop, size, out, kernel, stride, pad, dilation):
-    """dx[p] += dy at each set bit of ties, windows in raster order (Caffe2's order)."""
-    D, H, W = size
-    Do, Ho, Wo = out
-    offsets = _tap_offsets(size, kernel, dilation)
-    for p in range(start, stop):
-        o = 0
-        for od in range(Do):
-            d0 = od * stride[0] - pad[0]
-            for oh in range(Ho):
-                h0 = oh * stride[1] - pad[1]
-                for ow in range(Wo):
-                    mask = np.int64(ties[p, o])
+                    m = y[p, o]
                     g = dy[p, o]
                     o += 1
-                    base = (d0 * H + h0) * W + ow * stride[2] - pad[2]
-                    while mask:  # set bits are in-bounds taps; usually exactly one
-                        low = mask & -mask
-                        tap = _DEBRUIJN[((low * 0x077CB531) & 0xFFFFFFFF) >> 27]
-                        dx[p, base + offsets[tap]] += g
-                        mask ^= low
+                    if (d0 >= 0 and h0 >= 0 and w0 >= 0 and d0 + spans[0] <= D
+                            and h0 + spans[1] <= H and w0 + spans[2] <= W):
+                        base = (d0 * H + h0) * W + w0
+                        for tap in range(offsets.shape[0]):
+                            i = base + offsets[tap]
+                            # branch-free: adding +0.0 leaves dx as it is (dx starts at +0.0
+                            # and a sum is -0.0 only when both terms are)
+                            dx[p, i] += g if x[p, i] == m else zero
+                        continue
+                    # a window reaching into the padding: only in-bounds taps count
+                    for a in range(kd):
+                        d = d0 + a * dilation[0]
+                        if d < 0 or d >= D:
+                            continue
+                        for b in range(kh):
+                            h = h0 + b * dilation[1]
+                            if h < 0 or h >= H:
+                                continue
+                            for c in range(kw):
+                                w = w0 + c * dilation[2]
+                                if 0 <= w < W and x[p, (d * H + h) * W + w] == m:
+                                    dx[p, (d * H + h) * W + w] += g
 
 
 _pool = None
@@ -161,14 +136,14 @@ def _forget_pool():  # a forked child has the pool object but none of its thread
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _run(kernel_fn, planes, *args):
+def _run(kernel_fn, planes, arrays, geometry):
     workers = max(1, min(THREADS or torch.get_num_threads(), planes))
-    if workers == 1 or planes < 2 * workers:
-        kernel_fn(*args[:3], 0, planes, *args[3:])
+    if workers == 1:
+        kernel_fn(*arrays, 0, planes, *geometry)
         return
     bounds = [planes * i // workers for i in range(workers + 1)]
-    futures = [_executor().submit(kernel_fn, *args[:3], lo, hi, *args[3:])
-               for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+    futures = [_executor().submit(kernel_fn, *arrays, lo, hi, *geometry)
+               for lo, hi in zip(bounds, bounds[1:])]
     for f in futures:
         f.result()
 
@@ -177,28 +152,16 @@ def _as_3d(values, fill):
     return (fill,) * (3 - len(values)) + tuple(int(v) for v in values)
 
 
-def _geometry(in_sizes, out_sizes, kernels, strides, heads, dilations):
-    return (_as_3d(in_sizes, 1), _as_3d(out_sizes, 1), _as_3d(kernels, 1), _as_3d(strides, 1),
-            _as_3d(heads, 0), _as_3d(dilations, 1))
+def _planes(t):
+    return t.detach().contiguous().reshape(t.shape[0] * t.shape[1], -1).numpy()
 
 
-def forward(x, kernels, strides, heads, dilations, out_sizes):
-    """x: N x C x spatial (1-3 dims), CPU float -> (Y, ties)."""
-    planes = x.shape[0] * x.shape[1]
-    x2 = x.detach().contiguous().reshape(planes, -1)
-    y = torch.empty((planes, math.prod(out_sizes)), dtype=x.dtype)
-    ties = torch.empty(y.shape, dtype=torch.int32)
-    _run(_forward_planes, planes, x2.numpy(), y.numpy(), ties.numpy(),
-         *_geometry(x.shape[2:], out_sizes, kernels, strides, heads, dilations))
-    shape = tuple(x.shape[:2]) + tuple(out_sizes)
-    return y.reshape(shape), ties.reshape(shape)
-
-
-def backward(dY, ties, input_shape, kernels, strides, heads, dilations):
-    """dX with dY added to every tied maximum of each window (Caffe2's MaxPoolGradient)."""
-    planes = input_shape[0] * input_shape[1]
-    dy2 = dY.detach().contiguous().reshape(planes, -1)
-    dx = torch.zeros((planes, math.prod(input_shape[2:])), dtype=dY.dtype)
-    _run(_backward_planes, planes, dy2.numpy(), ties.reshape(planes, -1).numpy(), dx.numpy(),
-         *_geometry(input_shape[2:], dY.shape[2:], kernels, strides, heads, dilations))
-    return dx.reshape(input_shape)
+def backward(x, Y, dY, kernels, strides, heads, dilations):
+    """dX with dY added to every input equal to its window's max (Caffe2's MaxPoolGradient)."""
+    dx = torch.zeros((x.shape[0] * x.shape[1], math.prod(x.shape[2:])), dtype=x.dtype)
+    zero = np.zeros((), dx.numpy().dtype)[()]
+    geometry = (_as_3d(x.shape[2:], 1), _as_3d(Y.shape[2:], 1), _as_3d(kernels, 1),
+                _as_3d(strides, 1), _as_3d(heads, 0), _as_3d(dilations, 1))
+    _run(_backward_planes, dx.shape[0],
+         (_planes(x), _planes(Y), _planes(dY.to(x.dtype)), dx.numpy(), zero), geometry)
+    return dx.reshape(x.shape)

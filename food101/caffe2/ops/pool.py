@@ -6,7 +6,8 @@ Zoo nets translated from Caffe use). Caffe2 semantics kept exactly:
   (`count_include_pad=1` divides by the whole window, padding included);
 - MaxPool's gradient goes to every input equal to the window's max, ties included, as
   Caffe2's CPU MaxPoolGradient does (max_pool_kernel); on CUDA, as Caffe2's cuDNN engine, to one
-  max per window (torch's kernel). Without autograd the plain torch kernel runs.
+  max per window (torch's kernel). Without autograd, on the CPU, max_pool_kernel's separable
+  passes compute the maxima.
 """
 import itertools
 import math
@@ -22,7 +23,7 @@ from food101.caffe2.ops.registry import operator
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 # Caffe2's CPU MaxPoolGradient rule (every tied maximum gets dY), through max_pool_kernel at
-# about the cost of torch's own max pooling; False selects torch's one-max rule instead.
+# less than the cost of torch's own max pooling; False selects torch's one-max rule instead.
 CPU_TIE_GRADIENT = True
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
@@ -70,19 +71,21 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
         with torch.no_grad():
             Y = x.amax(dim=dims, keepdim=True)
         return restore_order(with_max_gradient(Y, [x], reduce_dims=dims), order)
-    spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
     tie_rule = x.requires_grad and not x.is_cuda and CPU_TIE_GRADIENT
+    compiling = torch.compiler.is_compiling()
+    if not x.is_cuda and not x.requires_grad and x.is_floating_point() and not compiling:
+        # inference on the CPU: separable passes, a quarter of the cost of torch's kernel
+        Y = max_pool_kernel.window_max(x, kernels, strides, heads, tails, dilations)
+        return restore_order(Y, order)
     if not tie_rule:
         ceil_mode = _torch_window(tuple(x.shape[2:]), tuple(kernels), tuple(strides), heads, tails,
                                   tuple(dilations))
         if ceil_mode is not None:  # torch pads with -inf itself, no padded copy
             Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations, ceil_mode=ceil_mode)
             return restore_order(Y, order)
-    if tie_rule and max_pool_kernel.supports(x, kernels) and not torch.compiler.is_compiling():
-        out_sizes = tuple((n + h + t - s) // st + 1
-                          for n, h, t, s, st in zip(x.shape[2:], heads, tails, spans, strides))
+    if tie_rule and max_pool_kernel.supports(x) and not compiling:
         Y = _CompiledTiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(heads),
-                                       tuple(dilations), out_sizes)
+                                       tuple(tails), tuple(dilations))
         return restore_order(Y, order)
     if any(heads) or any(tails):
         x = F.pad(x, pad_widths(heads, tails), value=float("-inf"))
@@ -127,23 +130,20 @@ def _match_torch_window(sizes, kernels, strides, heads, tails, dilations):
 
 
 class _CompiledTiedMaxPool(torch.autograd.Function):
-    """Caffe2's CPU MaxPool and MaxPoolGradient through max_pool_kernel: the forward records
-    each window's tied maxima, the backward is one scatter of dY onto them."""
+    """Caffe2's CPU MaxPool and MaxPoolGradient through max_pool_kernel: separable max passes
+    forward; backward, each window's tied maxima found again from X and Y get dY."""
 
     @staticmethod
-    def forward(ctx, x, kernels, strides, heads, dilations, out_sizes):
-        Y, ties = max_pool_kernel.forward(x, kernels, strides, heads, dilations, out_sizes)
-        ctx.save_for_backward(ties)
-        ctx.dtype = x.dtype
-        ctx.geometry = tuple(x.shape), kernels, strides, heads, dilations
+    def forward(ctx, x, kernels, strides, heads, tails, dilations):
+        Y = max_pool_kernel.window_max(x, kernels, strides, heads, tails, dilations)
+        ctx.save_for_backward(x, Y)
+        ctx.geometry = kernels, strides, heads, dilations
         return Y
 
     @staticmethod
     def backward(ctx, dY):
-        (ties,) = ctx.saved_tensors
-        shape, kernels, strides, heads, dilations = ctx.geometry
-        dX = max_pool_kernel.backward(dY.to(ties.device, ctx.dtype), ties, shape, kernels, strides, heads,
-                                      dilations)
+        x, Y = ctx.saved_tensors
+        dX = max_pool_kernel.backward(x, Y, dY, *ctx.geometry)
         return dX, None, None, None, None, None
 
 
@@ -156,8 +156,8 @@ def _window_taps(x, out_sizes, kernels, strides, dilations):
 
 
 class _TiedMaxPool(torch.autograd.Function):
-    """The same rule in torch ops, for what the compiled loops do not take (half precision,
-    windows of more than 31 taps) and inside torch.compile graphs, which fuse it: torch's
+    """The same rule in torch ops, for what the compiled loop does not take (half precision)
+    and inside torch.compile graphs, which fuse it: torch's
     max-pool forward; backward one output-sized slice per kernel offset."""
 
     @staticmethod
