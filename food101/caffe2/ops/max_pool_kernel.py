@@ -20,6 +20,7 @@ import concurrent.futures
 import math
 import os
 import threading
+from typing import List
 
 import numba
 import numpy as np
@@ -156,7 +157,10 @@ def _planes(t):
     return t.detach().contiguous().reshape(t.shape[0] * t.shape[1], -1).numpy()
 
 
-def backward(x, Y, dY, kernels, strides, heads, dilations):
+# a custom op, so torch.compile graphs call the loop as one opaque kernel instead of tracing it
+@torch.library.custom_op("food101::max_pool_tie_gradient", mutates_args=())
+def backward(x: torch.Tensor, Y: torch.Tensor, dY: torch.Tensor, kernels: List[int],
+             strides: List[int], heads: List[int], dilations: List[int]) -> torch.Tensor:
     """dX with dY added to every input equal to its window's max (Caffe2's MaxPoolGradient)."""
     dx = torch.zeros((x.shape[0] * x.shape[1], math.prod(x.shape[2:])), dtype=x.dtype)
     zero = np.zeros((), dx.numpy().dtype)[()]
@@ -165,3 +169,8 @@ def backward(x, Y, dY, kernels, strides, heads, dilations):
     _run(_backward_planes, dx.shape[0],
          (_planes(x), _planes(Y), _planes(dY.to(x.dtype)), dx.numpy(), zero), geometry)
     return dx.reshape(x.shape)
+
+
+@backward.register_fake
+def _backward_shape(x, Y, dY, kernels, strides, heads, dilations):
+    return x.new_empty(x.shape)

@@ -83,7 +83,7 @@ def max_pool(X, *, kernels=None, strides=None, pads=None, dilations=None, legacy
         if ceil_mode is not None:  # torch pads with -inf itself, no padded copy
             Y = _MAX_POOL[ndim](x, kernels, strides, heads, dilations, ceil_mode=ceil_mode)
             return restore_order(Y, order)
-    if tie_rule and max_pool_kernel.supports(x) and not compiling:
+    if tie_rule and max_pool_kernel.supports(x):
         Y = _CompiledTiedMaxPool.apply(x, tuple(kernels), tuple(strides), tuple(heads),
                                        tuple(tails), tuple(dilations))
         return restore_order(Y, order)
@@ -137,7 +137,7 @@ class _CompiledTiedMaxPool(torch.autograd.Function):
     def forward(ctx, x, kernels, strides, heads, tails, dilations):
         Y = max_pool_kernel.window_max(x, kernels, strides, heads, tails, dilations)
         ctx.save_for_backward(x, Y)
-        ctx.geometry = kernels, strides, heads, dilations
+        ctx.geometry = list(kernels), list(strides), list(heads), list(dilations)
         return Y
 
     @staticmethod
@@ -156,9 +156,8 @@ def _window_taps(x, out_sizes, kernels, strides, dilations):
 
 
 class _TiedMaxPool(torch.autograd.Function):
-    """The same rule in torch ops, for what the compiled loop does not take (half precision)
-    and inside torch.compile graphs, which fuse it: torch's
-    max-pool forward; backward one output-sized slice per kernel offset."""
+    """The same rule in torch ops, for what the compiled loop does not take (half precision):
+    torch's max-pool forward; backward one output-sized slice per kernel offset."""
 
     @staticmethod
     def forward(ctx, x, kernels, strides, dilations):
