@@ -232,7 +232,7 @@ def test_training_translation_fuses_softmax_with_loss():
     net = text_format.Parse(TRAIN_VAL, caffe_pb2.NetParameter())
     shapes = {"data": [1, 3, 24, 24]}
     plain = translator.translate(net, phase="TRAIN", data_shapes=shapes)
-    fused = translator.translate(net, phase="TRAIN", data_shapes=shapes, fused_loss=True)
+    fused = translator.translate(net, phase="TRAIN", data_shapes=shapes, trainer=True)
     assert "LabelCrossEntropy" in [op.type for op in plain.ops]
     types = [op.type for op in fused.ops]
     assert "LabelCrossEntropy" not in types and types.count("SoftmaxWithLoss") == 2
