@@ -213,7 +213,7 @@ def test_caffe_datum_lmdbs_mean_file_and_class_count_from_the_net(tmp_path, monk
     (tmp_path / "solver.prototxt").write_text(SOLVER.replace("max_iter: 12", "max_iter: 4"))
     monkeypatch.chdir(tmp_path)
     cfg = C.load_config(solver_path=str(tmp_path / "solver.prototxt"))
-    assert cfg.data.mean_file == str(tmp_path / "mean.binaryproto")  # the image, pixel by pixel
+    assert os.path.abspath(cfg.data.mean_file) == str(tmp_path / "mean.binaryproto")  # the image
     from food101.train import fine_tune
     result = fine_tune(cfg, overrides={"train.output_dir": str(tmp_path / "run"),
                                        "diagnostics.stats_interval": 0})
