@@ -10,7 +10,10 @@ and produces the float input in one pass:
 Training: a random crop (227 for the Caffe2 SqueezeNet, 224 for most torchvision models) with
 independent offsets per image, and a horizontal mirror with probability 1/2. Evaluation: the
 centre crop. Mean subtraction uses Caffe2's BGR mean 104/117/123 by default or the dataset's
-own (`LMDBReader.mean_bgr`); `scale` multiplies after it (Caffe2's Sub then Scale).
+own (`LMDBReader.mean_bgr`), one value per channel; or a whole C x H x W mean image of the
+records' size (a Caffe `mean_file`), subtracted as Caffe's DataTransformer does: each pixel
+minus the mean pixel at its source position (crop offset included, the mirror applied after).
+`scale` multiplies after it (Caffe2's Sub then Scale, Caffe's (x - mean) * scale).
 
 Random choices come from a `torch.Generator` only, so the same generator state gives the same
 batch on any device. On CUDA the crop is one gather kernel over the whole batch; on CPU a loop
@@ -57,6 +60,9 @@ def crop_normalize(images, top, left, flip, crop, *, mean=BGR_MEAN, scale=1.0,
     """Crop each image at its (top, left), mirror where `flip`, subtract `mean`, multiply by
     `scale`: uint8 (N, C, H, W) -> `dtype` (N, C, crop, crop) on the images' device.
 
+    mean: one value per channel (or one for all), or a C x H x W mean image of the images' own
+    size, cropped and mirrored with each image (a torch tensor is used where it lies).
+
     method: "numpy" (per-image strided views, the CPU default; the output buffer is recycled)
     or "gather" (one indexing kernel over the batch, the default elsewhere)."""
     images = _as_tensor(images)
@@ -64,26 +70,57 @@ def crop_normalize(images, top, left, flip, crop, *, mean=BGR_MEAN, scale=1.0,
     device = images.device
     if method is None:
         method = "numpy" if device.type == "cpu" else "gather"
-    mean = _channel_mean(mean, c)
     if method == "numpy":
         if device.type != "cpu":
             raise ValueError("method='numpy' needs a CPU batch, got %s" % device)
-        out = _crop_numpy(images.numpy(), top.tolist(), left.tolist(), flip.tolist(), crop, mean,
-                          float(scale), channels_last)
+        out = _crop_numpy(images.numpy(), top.tolist(), left.tolist(), flip.tolist(), crop,
+                          mean_values(mean, c, h, w), float(scale), channels_last)
     else:
-        out = _crop_gather(images, top, left, flip, crop, mean, float(scale), channels_last)
+        out = _crop_gather(images, top, left, flip, crop, mean_values(mean, c, h, w, device),
+                           float(scale), channels_last)
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-def _channel_mean(mean, channels):
+def is_mean_image(mean):
+    """True for a C x H x W mean image (a Caffe mean_file), False for per-channel values."""
+    return mean is not None and getattr(mean, "ndim", np.ndim(mean)) == 3
+
+
+def check_mean_image(mean, image_shape, mean_name="the mean image", images_name="the images"):
+    """A ValueError naming both unless the C x H x W mean image has the records' size (Caffe's
+    DataTransformer requires it: the mean pixel is taken at each source pixel's position)."""
+    shape, images = tuple(int(d) for d in mean.shape), tuple(int(d) for d in image_shape)
+    if shape != images:
+        raise ValueError("%s is a %s mean image but %s are %s (C x H x W): a mean image must have "
+                         "the records' size, as Caffe requires; rebuild it for these records "
+                         "(compute_image_mean) or use per-channel data.mean values" % (
+                             mean_name, "x".join(map(str, shape)), images_name,
+                             "x".join(map(str, images))))
+
+
+def mean_values(mean, channels, height, width, device=None):
+    """The mean as an array to subtract: (C, 1, 1) per channel, or the (C, H, W) mean image
+    checked against the images' size; a torch tensor on `device` when a device is given."""
+    if is_mean_image(mean):
+        check_mean_image(mean, (channels, height, width))
+        if device is not None:
+            if isinstance(mean, torch.Tensor) and mean.device == torch.device(device) \
+                    and mean.dtype == torch.float32:
+                return mean
+            return torch.as_tensor(np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean,
+                                              np.float32)).to(device)
+        return np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean, np.float32)
     if mean is None:
-        return np.zeros(channels, np.float32)
-    mean = np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean, np.float32).reshape(-1)
-    if mean.size == 1:
-        mean = np.repeat(mean, channels)
-    if mean.size != channels:
-        raise ValueError("mean has %d values for %d channels" % (mean.size, channels))
-    return mean
+        values = np.zeros(channels, np.float32)
+    else:
+        values = np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean,
+                            np.float32).reshape(-1)
+    if values.size == 1:
+        values = np.repeat(values, channels)
+    if values.size != channels:
+        raise ValueError("mean has %d values for %d channels" % (values.size, channels))
+    values = values.reshape(channels, 1, 1)
+    return values if device is None else torch.from_numpy(values).to(device)
 
 
 def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
@@ -94,10 +131,12 @@ def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
         out = out_nhwc.transpose(0, 3, 1, 2)
     else:
         out = _OUTPUTS.empty((n, c, crop, crop), np.float32)
-    flat_mean, mean = mean.reshape(c, 1), mean.reshape(c, 1, 1)
+    image_mean = mean.shape[1:] != (1, 1)   # (C, H, W): cropped and mirrored with each image
+    flat_mean = None if image_mean else mean.reshape(c, 1)
     mirrored = np.empty((c, crop, crop), images[0].dtype)
     for i in range(n):
-        patch = images[i][:, tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
+        window = (slice(None), slice(tops[i], tops[i] + crop), slice(lefts[i], lefts[i] + crop))
+        patch = images[i][window]
         if flips[i]:
             # numpy casts from a negative stride slowly; OpenCV mirrors a plane with SIMD
             for channel in range(c):
@@ -105,7 +144,9 @@ def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
             patch = mirrored
         target = out[i]
         target[...] = patch          # cast, then float-float arithmetic: faster than one mixed ufunc
-        if channels_last:
+        if image_mean:               # Caffe: the mean at the source pixel, mirrored with it
+            target -= mean[window][:, :, ::-1] if flips[i] else mean[window]
+        elif channels_last:
             target -= mean
         else:                        # as (C, H*W): long contiguous rows, a faster inner loop
             target = target.reshape(c, -1)
@@ -125,9 +166,11 @@ def _crop_gather(images, top, left, flip, crop, mean, scale, channels_last):
     batch = torch.arange(n, device=device)[:, None, None]
     # advanced indices around a slice give (N, crop, crop, C); the permute is a view
     patches = images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if mean.shape[1:] != (1, 1):   # a mean image: gathered at the same (mirrored) positions
+        mean = mean[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((n, c, crop, crop), dtype=torch.float32, device=device, memory_format=fmt)
-    torch.sub(patches, torch.from_numpy(mean).reshape(c, 1, 1).to(device), out=out)
+    torch.sub(patches, mean, out=out)
     if scale != 1.0:
         out.mul_(scale)     # (x - mean) * scale in this order on every path: identical rounding
     return out
@@ -168,6 +211,8 @@ class Augment:
         self.crop, self.train, self.mirror = crop, train, mirror
         self.mean, self.scale, self.dtype, self.channels_last = mean, scale, dtype, channels_last
         self.device = torch.device(device)
+        if is_mean_image(mean) and self.device.type != "cpu":  # copied to the device once
+            self.mean = mean_values(mean, *mean.shape, device=self.device)
         self.generator = generator
 
     def __call__(self, images, labels=None, generator=None):
@@ -202,9 +247,11 @@ class Augment:
             flip = [False] * n
         tolist = (lambda v: v.tolist() if isinstance(v, torch.Tensor) else v)
         out = _crop_numpy(images, tolist(top), tolist(left), tolist(flip), self.crop,
-                          _channel_mean(self.mean, c), float(self.scale), self.channels_last)
+                          mean_values(self.mean, c, h, w), float(self.scale), self.channels_last)
         return out, torch.from_numpy(np.asarray(labels, np.int32))
 
     def __repr__(self):
+        mean = ("%s mean image" % "x".join(map(str, self.mean.shape)) if is_mean_image(self.mean)
+                else self.mean)
         return "Augment(crop=%d, train=%s, mirror=%s, mean=%s, scale=%g, device=%s)" % (
-            self.crop, self.train, self.mirror, self.mean, self.scale, self.device)
+            self.crop, self.train, self.mirror, mean, self.scale, self.device)

@@ -202,7 +202,7 @@ def evaluate_model(model, lmdb_path, batch_size=50, device="cpu", limit_batches=
                                  ", ".join(reader.classes[:4]), ", ".join(model.class_names[:4])))
         results = evaluate_batches(
             reader, lambda images: model.probabilities(center_crop(images, model.crop,
-                                                                   mean=model.mean_bgr)),
+                                                                   mean=model.mean)),
             names, limit_batches=limit_batches, progress=progress)
     names = list(names) if names else ["class_%d" % i for i in range(len(results["confusion"]))]
     results.update(model=str(model.source), lmdb=os.path.abspath(lmdb_path))

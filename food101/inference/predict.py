@@ -41,7 +41,9 @@ class InferenceModel:
         self.netdef, self.metadata = netdef, metadata
         self.input_name, self.output_name = metadata.input_name, metadata.output_name
         self.class_names = list(metadata.class_names) if metadata.class_names is not None else None
-        self.crop, self.mean_bgr = int(metadata.crop), tuple(float(m) for m in metadata.mean_bgr)
+        self.crop = int(metadata.crop)
+        self.mean_bgr = tuple(float(m) for m in metadata.mean_bgr) if metadata.mean_bgr else None
+        self.mean = metadata.mean   # the per-channel means, or a Caffe mean_file's image
         # build_lmdb stores 256 x 256 for the 227 crop; keep that ratio when nothing says more
         self.resize_size = int(metadata.resize_size or round(self.crop * 256 / 227))
         self.resize_mode = metadata.resize or "crop"
@@ -92,8 +94,22 @@ class InferenceModel:
                 continue
             chw.append(image)
             good.append(path)
-        batch = center_crop(np.stack(chw), self.crop, mean=self.mean_bgr) if chw else None
+        if chw and _mean_image_mismatch(self.metadata, chw[0].shape):
+            raise ValueError(
+                "the model from %s subtracts a %s mean image (a Caffe mean_file) at each pixel's "
+                "position, but predict resizes images to %s (build_lmdb's size %d, %s), so it "
+                "cannot apply it; evaluate on an LMDB of the training records' size "
+                "(tools/evaluate.py) instead" % (
+                    self.source, "x".join(map(str, self.metadata.mean_image.shape)),
+                    "x".join(map(str, chw[0].shape)), self.resize_size, self.resize_mode))
+        batch = center_crop(np.stack(chw), self.crop, mean=self.mean) if chw else None
         return batch if errors is None else (batch, good)
+
+
+def _mean_image_mismatch(metadata, image_shape):
+    """True when the metadata's mean image does not have the C x H x W of the images."""
+    image = metadata.mean_image
+    return image is not None and tuple(image.shape) != tuple(image_shape)
 
 
 def _load_deploy(folder, device):
@@ -119,8 +135,11 @@ def _load_checkpoint(path, device):
     net = caffe2_pb2.NetDef.FromString(trainer["test_net"])
     io = trainer["io"]
     _strip_devices(net)
+    image = io.get("mean_image")  # a Caffe mean_file's image, subtracted instead of the mean
     metadata = ModelMetadata(input_name=io["data"], output_name=io["probs"],
-                             mean_bgr=tuple(io["mean"]), crop=io["crop_size"],
+                             mean_bgr=tuple(io["mean"]) if image is None else None,
+                             mean_image=image.numpy() if image is not None else None,
+                             crop=io["crop_size"],
                              class_names=tuple(trainer["class_names"]),
                              resize_size=io.get("resize_size"), resize=io.get("resize", "crop"))
     return InferenceModel(net, state["blobs"], metadata, source=state["path"], device=device)

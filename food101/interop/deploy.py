@@ -5,6 +5,8 @@
              value_info.json    the input blob, shape and type (Model Zoo format)
              labels.txt         one class name a line
              preprocess.json    ModelMetadata: input/output blobs, BGR mean, crop, resize
+             mean_image.npy     only for a model trained with a Caffe mean_file: the float32
+                                C x H x W mean image (preprocess.json's mean_image; mean_bgr null)
 
 `write_deploy(model, dest, metadata=...)` writes it (loadable by food101.zoo.load and by real
 Caffe2: standard op types and arguments only); `read_metadata(folder)` reads preprocess.json
@@ -14,6 +16,7 @@ The deploy form of a model (`InferenceForm`) starts from the zoo predict net aft
 surgery (input `data`: float NCHW, BGR, mean-subtracted; output `softmaxout`).
 """
 import dataclasses
+import io
 import json
 import os
 from typing import Optional, Tuple
@@ -26,11 +29,12 @@ from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.proto import caffe2_pb2, save_net
 from food101.caffe2.utils import external_reads, given_fill, set_arg
 from food101.data.augment import BGR_MEAN
-from food101.fileio import write_text
+from food101.fileio import write_bytes, write_text
 from food101.zoo import _nets
 from food101.zoo.model import LABELS, ZooModel, load, read_labels, write_labels, write_value_info
 
 PREPROCESS = "preprocess.json"
+MEAN_IMAGE = "mean_image.npy"
 
 
 class ExportError(Caffe2Error):
@@ -43,6 +47,9 @@ class ModelMetadata:
     input_name: str = "data"
     output_name: str = "softmaxout"
     mean_bgr: Optional[Tuple[float, ...]] = BGR_MEAN   # subtracted from BGR pixels; None: none
+    # a C x H x W mean image (Caffe's mean_file) subtracted instead of mean_bgr, at each pixel's
+    # position in the resized image (so predict's resized images must have its H x W)
+    mean_image: Optional[np.ndarray] = dataclasses.field(default=None, compare=False, repr=False)
     crop: int = 227                                     # side of the centre crop the net sees
     class_names: Optional[Tuple[str, ...]] = None
     resize_size: Optional[int] = None    # build_lmdb's size (shorter side, then centre square)
@@ -59,7 +66,17 @@ class ModelMetadata:
                 "note": "feed float images with the mean already subtracted; output is N x C x 1 x 1"}
         if self.resize_size is not None:
             info.update(resize_size=int(self.resize_size), resize=self.resize)
+        if self.mean_image is not None:
+            info.update(mean_bgr=None, mean_image=MEAN_IMAGE,
+                        note="feed float images minus the mean image mean_image.npy (C x H x W, "
+                             "the resized image's size) at the centre crop's position; output "
+                             "is N x C x 1 x 1")
         return info
+
+    @property
+    def mean(self):
+        """What to subtract: the mean image when there is one, else the per-channel means."""
+        return self.mean_image if self.mean_image is not None else self.mean_bgr
 
 
 def read_metadata(folder, predict_net=None):
@@ -80,12 +97,23 @@ def read_metadata(folder, predict_net=None):
                 raise ExportError("%s: %r is %r, which is not a valid value" % (path, key, info[key]))
     labels = os.path.join(folder, LABELS)
     default = ModelMetadata()
-    return ModelMetadata(
+    image = None
+    if info.get("mean_image"):
+        image_path = os.path.join(folder, info["mean_image"])
+        try:
+            image = np.load(image_path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise ExportError("%s names the mean image %s, which cannot be read (%s)"
+                              % (path, image_path, e)) from None
+        if image.ndim != 3:
+            raise ExportError("%s: the mean image must be C x H x W, got shape %s"
+                              % (image_path, list(image.shape)))
+    return ModelMetadata(mean_image=image,
         input_name=info.get("input") or (predict_net.external_input[0] if predict_net is not None
                                          else default.input_name),
         output_name=info.get("output") or (predict_net.external_output[-1] if predict_net is not None
                                            else default.output_name),
-        mean_bgr=tuple(info.get("mean_bgr") or default.mean_bgr),
+        mean_bgr=tuple(info.get("mean_bgr") or default.mean_bgr) if image is None else None,
         crop=int(info.get("crop", default.crop)),
         class_names=tuple(read_labels(labels)) if os.path.exists(labels) else None,
         resize_size=info.get("resize_size"), resize=info.get("resize", default.resize))
@@ -101,6 +129,7 @@ _PREPROCESS_CHECKS = {
     "mean_bgr": lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(
         isinstance(m, (int, float)) and not isinstance(m, bool) for m in v)),
     "resize": lambda v: isinstance(v, str),
+    "mean_image": lambda v: v is None or (isinstance(v, str) and bool(v)),
     "input": lambda v: isinstance(v, str) and bool(v),
     "output": lambda v: isinstance(v, str) and bool(v),
 }
@@ -209,6 +238,10 @@ def write_deploy(model, dest, weights=None, class_names=None, metadata=None):
                      deployed.input_dtype)
     if names:
         write_labels(os.path.join(dest, LABELS), names)
+    if metadata.mean_image is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(metadata.mean_image, np.float32), allow_pickle=False)
+        write_bytes(os.path.join(dest, MEAN_IMAGE), buffer.getvalue())
     write_text(os.path.join(dest, PREPROCESS), json.dumps(metadata.preprocess_json(), indent=1) + "\n")
     return load(dest)
 

@@ -48,8 +48,11 @@ def export_model(out_dir, formats=("caffe2", "onnx"), model_dir=None, checkpoint
                 class_names, str) else 101
         io = trainer.get("io") or {}
         if io.get("crop_size"):      # the preprocessing the weights were trained with
+            image = io.get("mean_image")   # a Caffe mean_file's image: it travels along
             metadata = ModelMetadata(crop=int(io["crop_size"]),
-                                     mean_bgr=tuple(io.get("mean") or ModelMetadata().mean_bgr),
+                                     mean_bgr=tuple(io.get("mean") or ModelMetadata().mean_bgr)
+                                     if image is None else None,
+                                     mean_image=image.numpy() if image is not None else None,
                                      resize_size=io.get("resize_size"),
                                      resize=io.get("resize") or "crop")
         if model.num_classes != num_classes:

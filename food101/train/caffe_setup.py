@@ -131,7 +131,7 @@ def build(cfg, class_names, device_option):
     for layer in net.layer:
         if layer.type in ("Data", "ImageData") and layer.top:
             shapes[layer.top[0]] = [1, 3, crop, crop]
-    train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes, fused_loss=True)
+    train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes, trainer=True)
     test = translator.translate(net, weights, phase="TEST", data_shapes=shapes)
     if not train.data_layers:
         raise CaffeSetupError("%s has no Data/ImageData layer in the TRAIN phase: the trainer "
@@ -222,7 +222,9 @@ def _top1(t, blob):
 
 
 def _is_bn_state(name, t):
-    return any(name in op.input[3:5] for _, op, _ in t.bn_layers)
+    """A BatchNorm layer's running statistics (and, training, Caffe's scale factor)."""
+    return any(name in op.input[3:5] for _, op, _ in t.bn_layers) or any(
+        name in op.output for op in t.ops if op.type == "CaffeBatchNormStats")
 
 
 def _total_loss(model, losses):

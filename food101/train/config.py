@@ -18,14 +18,12 @@ driver trains with is the one the op computes.
 """
 import dataclasses
 import difflib
-import logging
 import os
 import random
 import re
 from dataclasses import dataclass, field
 from typing import Tuple
 
-import numpy as np
 import yaml
 
 from food101.fileio import write_text
@@ -61,6 +59,11 @@ class DataConfig:
     mean: Tuple[float, ...] = _key(BGR_MEAN,
                                    "per-channel BGR mean subtracted from every image (the Model Zoo "
                                    "SqueezeNet's preprocessing)")
+    mean_file: str = _key("", "a Caffe mean image (binaryproto, C x H x W of the records' size) "
+                              "subtracted pixel by pixel instead of data.mean, as Caffe's "
+                              "transform_param mean_file: the mean at each pixel's source "
+                              "position, cropped and mirrored with the image; also used when "
+                              "evaluating and by the exported model; \"\" = data.mean")
     shuffle: bool = _key(True, "shuffle the training records every epoch (reproducible from "
                                "solver.random_seed; the position is saved in checkpoints)")
     device_resident: bool = _key(False, "keep the whole uint8 training set in device memory (GPU: "
@@ -517,7 +520,7 @@ def load_solver_prototxt(path):
 
 def caffe_data_updates(net_path):
     """data.* keys from a Caffe net's Data/ImageData layers: TRAIN and TEST batch sizes, the
-    TRAIN transform_param (crop_size, mean_value, mirror) and the LMDB `source` paths (relative
+    TRAIN transform_param (crop_size, mean_value or mean_file, mirror) and the LMDB `source` paths (relative
     to the net file when they exist there; --train-lmdb / --set data.train_lmdb=... override)."""
     net = netfile.read_net(net_path)
     updates = {}
@@ -538,8 +541,8 @@ def caffe_data_updates(net_path):
                 updates["data.mean"] = [float(v) for v in t.mean_value]
             elif len(t.mean_value) == 1:
                 updates["data.mean"] = [float(t.mean_value[0])] * 3
-            elif t.mean_file:
-                updates["data.mean"] = _mean_file_channels(t.mean_file, net_path, layer.name)
+            elif t.mean_file:  # Caffe refuses mean_file and mean_value together
+                updates["data.mean_file"] = _net_relative(t.mean_file, net_path)
             updates["data.mirror"] = bool(t.mirror)
             if source and layer.type == "Data":
                 updates["data.train_lmdb"] = source
@@ -556,24 +559,6 @@ def _net_relative(path, net_path):
     there, else beside the net file when it exists there."""
     beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), path)
     return beside if not os.path.exists(path) and os.path.exists(beside) else path
-
-
-def _mean_file_channels(mean_file, net_path, layer_name):
-    """A Caffe mean image reduced to its per-channel (B, G, R) means, with a warning: the trainer
-    subtracts one value per channel, as Caffe does for mean_value (BVLC's own models moved from
-    mean_file to mean_value; the difference for a natural-image mean is a few grey levels)."""
-    path = _net_relative(mean_file, net_path)
-    mean = netfile.read_mean_file(path)
-    channels = [float(c) for c in mean.reshape(mean.shape[0], -1).mean(axis=1)]
-    spread = float(np.abs(mean - np.asarray(channels, np.float32)[:, None, None]).max())
-    if len(channels) == 1:
-        channels *= 3
-    logging.getLogger(__name__).warning(
-        "layer %r: mean_file %s (a %s mean image) is applied as its per-channel means %s: the "
-        "trainer subtracts one value per channel, as for mean_value; the image differs from them "
-        "by up to %.1f grey levels", layer_name, path, "x".join(str(d) for d in mean.shape),
-        "[" + ", ".join("%.2f" % c for c in channels) + "]", spread)
-    return channels
 
 
 # ------------------------------------------------------------------------------------------

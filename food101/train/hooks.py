@@ -235,7 +235,7 @@ class Evaluation:
         if not cfg.data.test_lmdb or not self.dist.is_rank0:  # the other ranks go on meanwhile
             return None
         nets, device = trainer.nets, trainer.device
-        center = Augment(cfg.data.crop_size, train=False, mean=cfg.data.mean, device=device)
+        center = Augment(cfg.data.crop_size, train=False, mean=trainer.input_mean, device=device)
         created = []
 
         def probabilities(images):
@@ -290,7 +290,9 @@ class Checkpoints:
                      "test_net": nets.test.SerializeToString(),
                      "io": dict({"data": nets.data, "label": nets.label, "probs": nets.probs,
                                  "crop_size": self.cfg.data.crop_size,
-                                 "mean": list(self.cfg.data.mean)}, **trainer.resize_info()),
+                                 "mean": list(self.cfg.data.mean),
+                                 "mean_image": torch.from_numpy(trainer.input_mean)
+                                 if self.cfg.data.mean_file else None}, **trainer.resize_info()),
                      "device": str(trainer.device)})
 
     def save(self, trainer, payload, path=None):

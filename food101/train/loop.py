@@ -45,12 +45,13 @@ from food101.caffe2.compiled import CompileOptions
 from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.utils import external_reads
 from food101.data import lmdb_file
-from food101.data.augment import Augment
+from food101.data.augment import Augment, check_mean_image
 from food101.data.reader import LMDBReader
 from food101.data.writer import read_metadata as read_lmdb_metadata
 from food101.data.resident import DeviceResidentDataset
 from food101.diagnostics import Action
 from food101.inference.evaluate import write_results
+from food101.interop.caffe import netfile
 from food101.interop.deploy import ModelMetadata, write_deploy
 from food101 import checkpoint as ckpt
 from food101.train import caffe_setup
@@ -124,6 +125,7 @@ class Trainer:
         self.last_step = None           # the StepResult of the last update
         # set up by setup(): the data, the nets and what the loop keeps between iterations
         self.reader = self.augment = self.aug_generator = self.nets = None
+        self.input_mean = None          # data.mean, or data.mean_file's C x H x W mean image
         self.class_names, self.state_blobs, self.accumulators = [], [], {}
         self.frozen_before = {}
         self._in_step = False
@@ -173,9 +175,10 @@ class Trainer:
         if data.crop_size > min(h, w):
             raise TrainingError("data.crop_size %d is larger than the %dx%d images of %s" % (
                 data.crop_size, h, w, data.train_lmdb))
+        self.input_mean = input_mean(data, self.reader.image_shape)
         os.makedirs(self.path(), exist_ok=True)  # only once the data is known to be usable
         self.aug_generator = torch.Generator().manual_seed(seed + 1)
-        self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=data.mean,
+        self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=self.input_mean,
                                device=self.device, generator=self.aug_generator)
         self.nets = build_training_nets(cfg, self.class_names, self.device_option)
         self.lr_factor = distributed.prepare_training_nets(self.nets, cfg, self.dist)
@@ -505,6 +508,28 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
 
+def input_mean(data, image_shape):
+    """What the run subtracts: data.mean, or data.mean_file's mean image (Caffe's mean_file),
+    which must have the C x H x W of the train records and of the test records."""
+    if not data.mean_file:
+        return tuple(data.mean)
+    try:
+        mean = netfile.read_mean_file(data.mean_file)
+    except (OSError, ValueError) as e:  # CaffeFormatError is a ValueError
+        raise TrainingError("data.mean_file %s: %s" % (data.mean_file, e)) from None
+    shapes = [(data.train_lmdb, tuple(image_shape))]
+    if data.test_lmdb:
+        with LMDBReader(data.test_lmdb, 1, shuffle=False, num_threads=0) as reader:
+            shapes.append((data.test_lmdb, tuple(reader.image_shape)))
+    for lmdb, shape in shapes:
+        try:
+            check_mean_image(mean, shape, "data.mean_file %s" % data.mean_file,
+                             "the records of %s" % lmdb)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+    return mean
+
+
 def dataset_classes(cfg, reader_classes=None):
     """The class names of the run: data.classes_file, else the train LMDB's builder metadata,
     else, for a Caffe net (its LMDBs carry no class names), class_0.. as many as its classifier's
@@ -531,7 +556,9 @@ def export_deploy(trainer, dest):
     """The trained model as a Caffe2 deploy folder (food101.interop.deploy), with the metadata
     of this run: class names, mean, crop, and how the images were resized (for predict)."""
     cfg = trainer.cfg
-    metadata = ModelMetadata(mean_bgr=tuple(cfg.data.mean), crop=cfg.data.crop_size,
+    image = trainer.input_mean if cfg.data.mean_file else None  # Caffe's mean_file travels along
+    metadata = ModelMetadata(mean_bgr=tuple(cfg.data.mean) if image is None else None,
+                             mean_image=image, crop=cfg.data.crop_size,
                              class_names=tuple(trainer.class_names), **trainer.resize_info())
     write_deploy(trainer.nets.train_model, dest, metadata=metadata)
     return dest

@@ -213,8 +213,7 @@ def test_caffe_datum_lmdbs_mean_file_and_class_count_from_the_net(tmp_path, monk
     (tmp_path / "solver.prototxt").write_text(SOLVER.replace("max_iter: 12", "max_iter: 4"))
     monkeypatch.chdir(tmp_path)
     cfg = C.load_config(solver_path=str(tmp_path / "solver.prototxt"))
-    assert cfg.data.mean == (100.0, 110.0, 120.0)
-    assert "applied as its per-channel means [100.00, 110.00, 120.00]" in caplog.text
+    assert os.path.abspath(cfg.data.mean_file) == str(tmp_path / "mean.binaryproto")  # the image
     from food101.train import fine_tune
     result = fine_tune(cfg, overrides={"train.output_dir": str(tmp_path / "run"),
                                        "diagnostics.stats_interval": 0})
@@ -232,7 +231,7 @@ def test_training_translation_fuses_softmax_with_loss():
     net = text_format.Parse(TRAIN_VAL, caffe_pb2.NetParameter())
     shapes = {"data": [1, 3, 24, 24]}
     plain = translator.translate(net, phase="TRAIN", data_shapes=shapes)
-    fused = translator.translate(net, phase="TRAIN", data_shapes=shapes, fused_loss=True)
+    fused = translator.translate(net, phase="TRAIN", data_shapes=shapes, trainer=True)
     assert "LabelCrossEntropy" in [op.type for op in plain.ops]
     types = [op.type for op in fused.ops]
     assert "LabelCrossEntropy" not in types and types.count("SoftmaxWithLoss") == 2

@@ -65,6 +65,38 @@ def spatial_bn(X, scale, bias, mean, var, batch_mean_sum=None, batch_var_sum=Non
     return restore_order(Y, order), running_mean, running_var, batch_mean, saved_inv_std
 
 
+@operator("CaffeBatchNormStats", grad_inputs=())
+def caffe_batch_norm_stats(X, mean, var, factor, *, moving_average_fraction=0.999, order="NCHW"):
+    """(mean, var, factor): Caffe's BatchNorm running statistics after one TRAIN-phase batch.
+
+    Not a Caffe2 op: the project's, for training nets translated from Caffe, where it runs
+    before a training SpatialBN with momentum 1 (which then leaves the statistics alone).
+    Caffe keeps mean_acc, var_acc and the scale factor s, updated per batch as
+        s = maf * s + 1,  mean_acc = maf * mean_acc + batch_mean,
+        var_acc = maf * var_acc + m / (m - 1) * batch_var   (biased batch var; m = N*H*W > 1),
+    and normalises at test time with mean_acc / s and var_acc / s. Here `mean`/`var` are those
+    quotients (what a test-mode SpatialBN reads) and `factor` is s, so the accumulators are
+    mean * s and var * s (float64 in between: Caffe's values to float rounding)."""
+    check_order(order)
+    x = channels_first(X, order)
+    channels = x.shape[1]
+    enforce(mean.numel() == channels and var.numel() == channels and factor.numel() == 1,
+            "CaffeBatchNormStats: mean/var need %d values (the channels of X %s) and factor 1, "
+            "got %d, %d and %d" % (channels, list(X.shape), mean.numel(), var.numel(), factor.numel()))
+    m = x.numel() // channels
+    maf = float(moving_average_fraction)
+    with torch.no_grad():
+        dims = [0] + list(range(2, x.dim()))
+        batch_var, batch_mean = torch.var_mean(x.float(), dim=dims, unbiased=False)
+        s = factor.double().reshape(())
+        new_s = maf * s + 1
+        correction = m / (m - 1) if m > 1 else 1.0
+        new_mean = (maf * s * mean.double().reshape(-1) + batch_mean.double()) / new_s
+        new_var = (maf * s * var.double().reshape(-1) + correction * batch_var.double()) / new_s
+    return (new_mean.to(mean.dtype).reshape(mean.shape), new_var.to(var.dtype).reshape(var.shape),
+            new_s.to(factor.dtype).reshape(factor.shape))
+
+
 @operator("InstanceNorm", grad_inputs=(0, 1, 2))
 def instance_norm(X, scale, bias, *, epsilon=1e-5, order="NCHW"):
     """(Y, mean, inv_stdev): each (image, channel) plane normalized by its own mean and biased

@@ -65,7 +65,7 @@ class Translation:
 
     def __init__(self, name, phase, is_test):
         self.name, self.phase, self.is_test = name, phase, is_test
-        self.fused_loss = False
+        self.trainer = False             # the trainer's translation (see translate)
         self.ops = []
         self.params = OrderedDict()      # blob -> Param
         self.inputs = OrderedDict()      # blob -> shape (Input layers, input_shape, input_dim)
@@ -184,7 +184,7 @@ def should_include(layer, state):
 
 
 def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_state=None,
-              input_dims=None, data_shapes=None, fused_loss=False):
+              input_dims=None, data_shapes=None, trainer=False):
     """Translate `caffe_net` (NetParameter) for one phase; weights from `pretrained_net`
     (a NetParameter from a .caffemodel) by layer name, else from the layers' fillers.
 
@@ -192,10 +192,13 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
     puts Dropout and BatchNorm in inference mode. input_dims: the shape of the net's input;
     data_shapes: {Data layer top: N x C x H x W} where a Data layer's images are not
     3 x crop_size x crop_size (only needed to size parameters drawn from fillers).
-    fused_loss: SoftmaxWithLoss becomes Caffe2's fused SoftmaxWithLoss op (for training: its
+    trainer: the trainer's translation, with Caffe's training semantics where Caffe2's translator
+    writes ops that differ: SoftmaxWithLoss becomes Caffe2's fused SoftmaxWithLoss op (its
     gradient is prob - onehot, as Caffe's layer, where the unfused Softmax + LabelCrossEntropy
-    that Caffe2's translator writes gives ~0 gradient once a label's probability is below the
-    1e-20 clamp); by default the translation is op for op Caffe2's translator's."""
+    gives ~0 gradient once a label's probability is below the 1e-20 clamp), and a training
+    BatchNorm keeps Caffe's running statistics (CaffeBatchNormStats: its scale factor, the
+    m/(m-1) variance correction) instead of SpatialBN's momentum average. By default the
+    translation is op for op Caffe2's translator's."""
     state = caffe_pb2.NetState()
     if net_state is not None:
         state.CopyFrom(net_state)
@@ -203,7 +206,7 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
         state.phase = caffe_pb2.Phase.Value(phase) if isinstance(phase, str) else phase
     is_test = (state.phase == caffe_pb2.TEST) if is_test is None else bool(is_test)
     t = Translation(caffe_net.name or "caffe_net", caffe_pb2.Phase.Name(state.phase), is_test)
-    t.fused_loss = bool(fused_loss)
+    t.trainer = bool(trainer)
     t.data_shapes.update(data_shapes or {})
     _net_inputs(caffe_net, t, input_dims)
     t.input_dims = input_dims
@@ -690,7 +693,13 @@ def _eltwise(t, layer):
 @layer_converter("BatchNorm")
 def _batch_norm(t, layer):
     """SpatialBN; Caffe's three blobs are mean*s, var*s and s (the scale factor): divided out.
-    In training, Caffe uses batch statistics unless use_global_stats is true."""
+    In training, Caffe uses batch statistics unless use_global_stats is true.
+
+    Caffe2's translator keeps SpatialBN's own running average (momentum=moving_average_fraction,
+    biased variance, no scale factor). The trainer's translation keeps Caffe's instead: s as the
+    blob <top>_scale_factor and a CaffeBatchNormStats op before the SpatialBN (which reads the
+    input before an in-place BatchNorm overwrites it); the SpatialBN gets momentum 1 so that it
+    only normalises. <top>_mean/_var stay what a test-mode SpatialBN reads (Caffe's acc / s)."""
     check_fields(t, layer, "batch_norm_param", {"use_global_stats", "moving_average_fraction",
                                                 "eps"})
     p = layer.batch_norm_param
@@ -698,6 +707,7 @@ def _batch_norm(t, layer):
     blobs = _blobs(t, layer, 3)
     global_stats = p.use_global_stats if p.HasField("use_global_stats") else t.phase == "TEST"
     is_test = bool(t.is_test or global_stats)
+    factor = 0.0  # Caffe's statistics of a net without weights start at 0 (so does s)
     if blobs:
         factor = float(blobs[2].ravel()[0])
         scale = 0.0 if factor == 0 else 1.0 / factor  # Caffe's rule for a zero factor
@@ -715,11 +725,17 @@ def _batch_norm(t, layer):
     names = [t.constant(layer, top + suffix, value) for suffix, value in
              (("_scale", gamma), ("_bias", beta), ("_mean", mean), ("_var", var))]
     outputs = [top]
+    momentum = float(p.moving_average_fraction)
     if not is_test:
         outputs += [top + "_mean", top + "_var", top + "_saved_mean", top + "_saved_var"]
+        if t.trainer:
+            stats = [top + "_mean", top + "_var",
+                     t.constant(layer, top + "_scale_factor", np.array([factor], np.float32))]
+            t.op(layer, "CaffeBatchNormStats", [layer.bottom[0]] + stats, stats,
+                 moving_average_fraction=momentum, order="NCHW")
+            momentum = 1.0
     op = t.op(layer, "SpatialBN", [layer.bottom[0]] + names, outputs, is_test=int(is_test),
-              epsilon=float(p.eps), order="NCHW",
-              momentum=float(p.moving_average_fraction))
+              epsilon=float(p.eps), order="NCHW", momentum=momentum)
     t.bn_layers.append((layer.name, op, p.HasField("use_global_stats")))
 
 
@@ -764,7 +780,7 @@ def _softmax_with_loss(t, layer):
         raise CaffeFormatError("layer %r: softmax_param.axis != 1 is not supported" % layer.name)
     scores, label = layer.bottom[0], layer.bottom[1]
     prob = scores + "_translator_autogen_softmax"
-    if t.fused_loss:
+    if t.trainer:
         t.op(layer, "SoftmaxWithLoss", [scores, label], [prob, layer.top[0]])
     else:
         xent = scores + "_translator_autogen_xent"
