@@ -53,7 +53,8 @@ def config_from_args(args):
     cfg = C.validate(cfg)
     if args.solver and not cfg.model.caffe_net:  # documented: a solver for the zoo model
         print("note: %s has no `net:` line: its solver settings apply to the zoo model (%s)"
-              % (args.solver, cfg.model.zoo_dir or "the Model Zoo SqueezeNet"), file=sys.stderr)
+              % (args.solver, cfg.model.zoo_dir or "the downloaded Model Zoo SqueezeNet, else "
+                 "the seeded stand-in"), file=sys.stderr)
     asked = getattr(args, "gpu", None) is not None or "solver.solver_mode" in C.parse_overrides(
         args.overrides)
     if cfg.solver.solver_mode == "GPU" and not asked:
