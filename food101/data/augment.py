@@ -9,10 +9,12 @@ and produces the float input in one pass:
 
 Training: a random crop (227 for the Caffe2 SqueezeNet, 224 for most torchvision models) with
 independent offsets per image, and a horizontal mirror with probability 1/2. Evaluation: the
-centre crop. Mean subtraction uses Caffe2's BGR mean 104/117/123 by default or the dataset's
-own (`LMDBReader.mean_bgr`), one value per channel; or a whole C x H x W mean image of the
-records' size (a Caffe `mean_file`), subtracted as Caffe's DataTransformer does: each pixel
-minus the mean pixel at its source position (crop offset included, the mirror applied after).
+centre crop. A crop of 0 means no crop: the whole record, which may be non-square (Caffe's
+transform_param without crop_size). Mean subtraction uses Caffe2's BGR mean 104/117/123 by
+default or the dataset's own (`LMDBReader.mean_bgr`), one value per channel (or one for all);
+or a whole C x H x W mean image of the records' size (a Caffe `mean_file`), subtracted as
+Caffe's DataTransformer does: each pixel minus the mean pixel at its source position (crop
+offset included, the mirror applied after).
 `scale` multiplies after it (Caffe2's Sub then Scale, Caffe's (x - mean) * scale).
 
 Random choices come from a `torch.Generator` only, so the same generator state gives the same
@@ -41,13 +43,22 @@ def _as_tensor(images):
     return images
 
 
-def crop_params(n, height, width, crop, *, mirror=True, generator=None):
-    """Random (top, left, flip) for `n` images, drawn on the generator's device (CPU default)."""
+def crop_size_of(crop, height, width):
+    """(rows, cols) a crop takes from `height` x `width` images: crop x crop, or the whole image
+    for crop 0 (no crop, as Caffe without crop_size)."""
+    if not crop:
+        return int(height), int(width)
     if crop > height or crop > width:
         raise ValueError("crop %d is larger than the %dx%d images" % (crop, height, width))
+    return int(crop), int(crop)
+
+
+def crop_params(n, height, width, crop, *, mirror=True, generator=None):
+    """Random (top, left, flip) for `n` images, drawn on the generator's device (CPU default)."""
+    rows, cols = crop_size_of(crop, height, width)
     device = generator.device if generator is not None else torch.device("cpu")
-    top = torch.randint(0, height - crop + 1, (n,), generator=generator, device=device)
-    left = torch.randint(0, width - crop + 1, (n,), generator=generator, device=device)
+    top = torch.randint(0, height - rows + 1, (n,), generator=generator, device=device)
+    left = torch.randint(0, width - cols + 1, (n,), generator=generator, device=device)
     if mirror:
         flip = torch.rand(n, generator=generator, device=device) < 0.5
     else:
@@ -58,7 +69,8 @@ def crop_params(n, height, width, crop, *, mirror=True, generator=None):
 def crop_normalize(images, top, left, flip, crop, *, mean=BGR_MEAN, scale=1.0,
                    dtype=torch.float32, channels_last=False, method=None):
     """Crop each image at its (top, left), mirror where `flip`, subtract `mean`, multiply by
-    `scale`: uint8 (N, C, H, W) -> `dtype` (N, C, crop, crop) on the images' device.
+    `scale`: uint8 (N, C, H, W) -> `dtype` (N, C, crop, crop) on the images' device (crop 0:
+    (N, C, H, W), the whole images).
 
     mean: one value per channel (or one for all), or a C x H x W mean image of the images' own
     size, cropped and mirrored with each image (a torch tensor is used where it lies).
@@ -68,6 +80,7 @@ def crop_normalize(images, top, left, flip, crop, *, mean=BGR_MEAN, scale=1.0,
     images = _as_tensor(images)
     n, c, h, w = images.shape
     device = images.device
+    crop = crop_size_of(crop, h, w)
     if method is None:
         method = "numpy" if device.type == "cpu" else "gather"
     if method == "numpy":
@@ -124,18 +137,20 @@ def mean_values(mean, channels, height, width, device=None):
 
 
 def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
-    """`images`: an (N, C, H, W) array or a sequence of (C, H, W) arrays (record views)."""
+    """`images`: an (N, C, H, W) array or a sequence of (C, H, W) arrays (record views);
+    `crop`: (rows, cols)."""
     n, c = len(images), images[0].shape[0]
+    rows, cols = crop
     if channels_last:      # an NHWC array seen as NCHW is a channels_last tensor
-        out_nhwc = _OUTPUTS.empty((n, crop, crop, c), np.float32)
+        out_nhwc = _OUTPUTS.empty((n, rows, cols, c), np.float32)
         out = out_nhwc.transpose(0, 3, 1, 2)
     else:
-        out = _OUTPUTS.empty((n, c, crop, crop), np.float32)
+        out = _OUTPUTS.empty((n, c, rows, cols), np.float32)
     image_mean = mean.shape[1:] != (1, 1)   # (C, H, W): cropped and mirrored with each image
     flat_mean = None if image_mean else mean.reshape(c, 1)
-    mirrored = np.empty((c, crop, crop), images[0].dtype)
+    mirrored = np.empty((c, rows, cols), images[0].dtype)
     for i in range(n):
-        window = (slice(None), slice(tops[i], tops[i] + crop), slice(lefts[i], lefts[i] + crop))
+        window = (slice(None), slice(tops[i], tops[i] + rows), slice(lefts[i], lefts[i] + cols))
         patch = images[i][window]
         if flips[i]:
             # numpy casts from a negative stride slowly; OpenCV mirrors a plane with SIMD
@@ -160,16 +175,17 @@ def _crop_gather(images, top, left, flip, crop, mean, scale, channels_last):
     n, c = images.shape[:2]
     device = images.device
     top, left, flip = top.to(device), left.to(device), flip.to(device)
-    steps = torch.arange(crop, device=device)
-    rows = top[:, None] + steps                                             # (N, crop)
-    cols = left[:, None] + torch.where(flip[:, None], crop - 1 - steps, steps)
+    height, width = crop
+    steps = torch.arange(width, device=device)
+    rows = top[:, None] + torch.arange(height, device=device)               # (N, crop rows)
+    cols = left[:, None] + torch.where(flip[:, None], width - 1 - steps, steps)
     batch = torch.arange(n, device=device)[:, None, None]
     # advanced indices around a slice give (N, crop, crop, C); the permute is a view
     patches = images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if mean.shape[1:] != (1, 1):   # a mean image: gathered at the same (mirrored) positions
         mean = mean[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty((n, c, crop, crop), dtype=torch.float32, device=device, memory_format=fmt)
+    out = torch.empty((n, c, height, width), dtype=torch.float32, device=device, memory_format=fmt)
     torch.sub(patches, mean, out=out)
     if scale != 1.0:
         out.mul_(scale)     # (x - mean) * scale in this order on every path: identical rounding
@@ -190,10 +206,9 @@ def center_crop(images, crop=227, *, mean=BGR_MEAN, scale=1.0, dtype=torch.float
     """Evaluation: the centred crop of every image, mean subtraction, scale."""
     images = _as_tensor(images)
     n, _, h, w = images.shape
-    if crop > h or crop > w:
-        raise ValueError("crop %d is larger than the %dx%d images" % (crop, h, w))
-    top = torch.full((n,), (h - crop) // 2, dtype=torch.long)
-    left = torch.full((n,), (w - crop) // 2, dtype=torch.long)
+    rows, cols = crop_size_of(crop, h, w)
+    top = torch.full((n,), (h - rows) // 2, dtype=torch.long)
+    left = torch.full((n,), (w - cols) // 2, dtype=torch.long)
     flip = torch.zeros(n, dtype=torch.bool)
     return crop_normalize(images, top, left, flip, crop, mean=mean, scale=scale, dtype=dtype,
                           channels_last=channels_last)
@@ -241,12 +256,11 @@ class Augment:
             top, left, flip = crop_params(n, h, w, self.crop, mirror=self.mirror,
                                           generator=generator if generator is not None else self.generator)
         else:
-            if self.crop > h or self.crop > w:
-                raise ValueError("crop %d is larger than the %dx%d images" % (self.crop, h, w))
-            top, left = [(h - self.crop) // 2] * n, [(w - self.crop) // 2] * n
+            rows, cols = crop_size_of(self.crop, h, w)
+            top, left = [(h - rows) // 2] * n, [(w - cols) // 2] * n
             flip = [False] * n
         tolist = (lambda v: v.tolist() if isinstance(v, torch.Tensor) else v)
-        out = _crop_numpy(images, tolist(top), tolist(left), tolist(flip), self.crop,
+        out = _crop_numpy(images, tolist(top), tolist(left), tolist(flip), crop_size_of(self.crop, h, w),
                           mean_values(self.mean, c, h, w), float(self.scale), self.channels_last)
         return out, torch.from_numpy(np.asarray(labels, np.int32))
 

@@ -66,6 +66,8 @@ def from_caffe(prototxt, caffemodel, input_shape=None, class_names=None):
     if shape is None:
         raise ZooError("%s: the input shape is unknown; give input_shape" % prototxt)
     predict = t.predict_net()
+    for op, layer in zip(predict.op, t.layer_of_op):
+        op.name = layer  # an op's error names the Caffe layer (e.g. a crop too small for a pool)
     predict.name = net.name or os.path.splitext(os.path.basename(prototxt))[0]
     model = ZooModel(t.init_net(), predict, input_name, [1] + list(shape[1:]))
     return with_softmax(model, class_names)

@@ -51,6 +51,7 @@ class ModelMetadata:
     # position in the resized image (so predict's resized images must have its H x W)
     mean_image: Optional[np.ndarray] = dataclasses.field(default=None, compare=False, repr=False)
     crop: int = 227                                     # side of the centre crop the net sees
+                                                        # (0: none, the whole resized image)
     class_names: Optional[Tuple[str, ...]] = None
     resize_size: Optional[int] = None    # build_lmdb's size (shorter side, then centre square)
     resize: str = "crop"                 # build_lmdb's resize mode
@@ -124,9 +125,9 @@ def _positive_int(v):
 
 
 _PREPROCESS_CHECKS = {
-    "crop": _positive_int,
+    "crop": lambda v: v == 0 or _positive_int(v),
     "resize_size": lambda v: v is None or _positive_int(v),
-    "mean_bgr": lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(
+    "mean_bgr": lambda v: v is None or (isinstance(v, list) and len(v) in (1, 3) and all(
         isinstance(m, (int, float)) and not isinstance(m, bool) for m in v)),
     "resize": lambda v: isinstance(v, str),
     "mean_image": lambda v: v is None or (isinstance(v, str) and bool(v)),
@@ -226,14 +227,16 @@ def write_deploy(model, dest, weights=None, class_names=None, metadata=None):
     names = class_names or metadata.class_names or deployed.class_names
     if names is not None and len(names) != deployed.num_classes:
         raise ExportError("export: %d class names for a %d-way model" % (len(names), deployed.num_classes))
+    height, width = deployed.input_shape[-2:]
     metadata = metadata.replace(input_name=deployed.input_name, output_name=deployed.output_name,
-                                crop=int(metadata.crop or deployed.input_shape[-1]),
+                                crop=int(metadata.crop or (width if height == width else 0)),
                                 class_names=tuple(names) if names else None)
     os.makedirs(dest, exist_ok=True)
     save_net(deployed.init_net, os.path.join(dest, "init_net.pb"))
     save_net(deployed.predict_net, os.path.join(dest, "predict_net.pb"))
     shape = list(deployed.input_shape)
-    shape[-2:] = [metadata.crop, metadata.crop]    # the size it was trained at, not the zoo's 227
+    if metadata.crop:  # the size it was trained at, not the zoo's 227 (no crop: the model's own)
+        shape[-2:] = [metadata.crop, metadata.crop]
     write_value_info(os.path.join(dest, "value_info.json"), deployed.input_name, shape,
                      deployed.input_dtype)
     if names:

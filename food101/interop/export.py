@@ -47,7 +47,8 @@ def export_model(out_dir, formats=("caffe2", "onnx"), model_dir=None, checkpoint
             num_classes = len(class_names) if class_names is not None and not isinstance(
                 class_names, str) else 101
         io = trainer.get("io") or {}
-        if io.get("crop_size"):      # the preprocessing the weights were trained with
+        if io.get("crop_size") is not None:  # the preprocessing the weights were trained with
+            # (crop 0: no crop, the whole image)
             image = io.get("mean_image")   # a Caffe mean_file's image: it travels along
             metadata = ModelMetadata(crop=int(io["crop_size"]),
                                      mean_bgr=tuple(io.get("mean") or ModelMetadata().mean_bgr)

@@ -19,6 +19,7 @@ from food101.caffe2.utils import ArgsToDict, make_op
 from food101.caffe2 import core, model_helper, optimizer
 from food101.caffe2.modeling.parameter_info import ParameterTags
 from food101.caffe2.proto import caffe2_pb2
+from food101.data.augment import crop_size_of
 from food101.interop.caffe import caffe_pb2, netfile, translator
 from food101.train import config as C
 from food101.train import schedule
@@ -115,8 +116,12 @@ def caffe_findings(train, solver, net_path):
     return findings
 
 
-def build(cfg, class_names, device_option):
-    """The trainer's nets for cfg.model.caffe_net; a dict of TrainingNets fields."""
+def build(cfg, class_names, device_option, image_shape=None):
+    """The trainer's nets for cfg.model.caffe_net; a dict of TrainingNets fields.
+
+    image_shape: the records' C x H x W. The Data layers' tops are C x crop x crop (the whole
+    H x W without a crop, data.crop_size 0), C taken from the records as Caffe's DataLayer
+    does; without it, 3 x crop x crop."""
     net_path = cfg.model.caffe_net
     net = netfile.read_net(net_path)
     notes = resize_classifiers(net, len(class_names))
@@ -126,11 +131,23 @@ def build(cfg, class_names, device_option):
             raise CaffeSetupError("model.zoo_dir %r: with a Caffe net (model.caffe_net) the weights "
                                   "are a .caffemodel" % cfg.model.zoo_dir)
         weights, source = netfile.read_caffemodel(cfg.model.zoo_dir), cfg.model.zoo_dir
+        resized = {name for name, _ in notes}
+        for layer in list(weights.layer) + list(weights.layers):
+            if layer.name in resized:  # a new classifier: its filler, not the old class count's
+                del layer.blobs[:]
     crop = cfg.data.crop_size
+    if image_shape is not None:
+        channels, h, w = image_shape
+        input_shape = [1, int(channels)] + list(crop_size_of(crop, h, w))
+    elif crop:
+        input_shape = [1, 3, crop, crop]
+    else:
+        raise CaffeSetupError("%s: with no crop (data.crop_size 0) the input size is the "
+                              "records' size, which is not known here" % net_path)
     shapes = {}
     for layer in net.layer:
         if layer.type in ("Data", "ImageData") and layer.top:
-            shapes[layer.top[0]] = [1, 3, crop, crop]
+            shapes[layer.top[0]] = list(input_shape)
     train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes, trainer=True)
     test = translator.translate(net, weights, phase="TEST", data_shapes=shapes)
     if not train.data_layers:
@@ -174,7 +191,7 @@ def build(cfg, class_names, device_option):
         accuracy = str(model.net.Accuracy([flat, label], "accuracy"))
     model.AddGradientOperators([loss])
     _weight_decay(model, trained, cfg.solver.weight_decay)
-    deploy = _deploy_model(net, test, main_scores, fed, data, scale, crop, class_names)
+    deploy = _deploy_model(net, test, main_scores, fed, data, scale, input_shape, class_names)
     model.finetune = FinetuneInfo(
         deploy=deploy, is_test=False, input_kind="float", lr_mult={p.name: p.lr_mult for p in trained},
         zoo_params=[], new_params=[p.name for p in trained], boundary={}, input_blob=fed,
@@ -251,7 +268,7 @@ def _weight_decay(model, params, weight_decay):
         model.net.WeightedSum([grad, one, p.name, rate], grad)
 
 
-def _deploy_model(net, test, scores, fed, data, scale, crop, class_names):
+def _deploy_model(net, test, scores, fed, data, scale, input_shape, class_names):
     """The TEST phase as an inference ZooModel: ops that read the label dropped, the main loss's
     softmax as the output."""
     label_blobs = {l.top[1] for l in test.data_layers if len(l.top) > 1}
@@ -273,5 +290,5 @@ def _deploy_model(net, test, scores, fed, data, scale, crop, class_names):
     predict.external_output.append(prob)
     init = caffe2_pb2.NetDef(name=predict.name + "_init")
     init.op.extend(p.init_op() for p in params)
-    return ZooModel(init, predict, fed, [1, 3, crop, crop], output_name=prob,
+    return ZooModel(init, predict, fed, list(input_shape), output_name=prob,
                     class_names=list(class_names))

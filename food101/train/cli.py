@@ -50,7 +50,24 @@ def config_from_args(args):
     cfg = C.load_config(args.config, args.solver, base=base)
     cfg = C.merge(cfg, C.parse_overrides(args.overrides), "--set")
     cfg = C.merge(cfg, flags, "command line")
-    return C.validate(cfg)
+    cfg = C.validate(cfg)
+    if args.solver and not cfg.model.caffe_net:  # documented: a solver for the zoo model
+        print("note: %s has no `net:` line: its solver settings apply to the zoo model (%s)"
+              % (args.solver, cfg.model.zoo_dir or "the downloaded Model Zoo SqueezeNet, else "
+                 "the seeded stand-in"), file=sys.stderr)
+    asked = getattr(args, "gpu", None) is not None or "solver.solver_mode" in C.parse_overrides(
+        args.overrides)
+    if cfg.solver.solver_mode == "GPU" and not asked:
+        # the solver (or YAML) file asks for a GPU, not this command: as a Caffe user expects,
+        # the CPU then (--gpu / --set solver.solver_mode=GPU still require one)
+        import torch
+        if not torch.cuda.is_available():
+            print("warning: %s sets solver_mode: GPU but no CUDA GPU is available "
+                  "(torch.cuda.is_available() is False): training on the CPU (pass --cpu to "
+                  "say so, or set solver_mode: CPU)" % (args.solver or args.config or "the config"),
+                  file=sys.stderr)
+            cfg = C.merge(cfg, {"solver.solver_mode": "CPU"}, "no CUDA GPU")
+    return cfg
 
 
 def train_main(args):

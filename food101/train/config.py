@@ -18,6 +18,7 @@ driver trains with is the one the op computes.
 """
 import dataclasses
 import difflib
+import logging
 import os
 import random
 import re
@@ -32,6 +33,9 @@ from food101.config_fields import documented
 from food101.data.augment import BGR_MEAN
 from food101.diagnostics.settings import DiagnosticsConfig
 from food101.interop.caffe import caffe_pb2, netfile
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -54,11 +58,14 @@ class DataConfig:
                                "batch_size x solver.iter_size images")
     test_batch_size: int = _key(50, "images per forward pass when evaluating")
     crop_size: int = _key(227, "side of the square the net sees: a random crop when training, the "
-                               "centre crop when evaluating and predicting (227 = the zoo's input)")
+                               "centre crop when evaluating and predicting (227 = the zoo's input); "
+                               "0 = no crop, the whole record (Caffe's transform_param without "
+                               "crop_size, what a --solver net without one gets)")
     mirror: bool = _key(True, "flip training crops horizontally at random (p = 0.5)")
     mean: Tuple[float, ...] = _key(BGR_MEAN,
                                    "per-channel BGR mean subtracted from every image (the Model Zoo "
-                                   "SqueezeNet's preprocessing)")
+                                   "SqueezeNet's preprocessing); one value = the same for every "
+                                   "channel ([0] = none: a --solver net without mean_value/mean_file)")
     mean_file: str = _key("", "a Caffe mean image (binaryproto, C x H x W of the records' size) "
                               "subtracted pixel by pixel instead of data.mean, as Caffe's "
                               "transform_param mean_file: the mean at each pixel's source "
@@ -419,6 +426,18 @@ CAFFE_SOLVER_FIELDS = {
     "solver_type": "solver.nesterov",     # Caffe's deprecated enum spelling (SGD / NESTEROV)
     "regularization_type": None,          # only "L2" is accepted (what weight_decay does)
 }
+# SolverParameter fields that change nothing in how this driver trains: ignored with a warning
+# saying what is done instead (others, e.g. clip_gradients, would change the run: refused).
+CAFFE_SOLVER_IGNORED = {
+    "snapshot_format": "checkpoints are this project's .ckpt files (the deploy folder holds the "
+                       "Caffe2 model; tools/export.py writes Caffe2 and ONNX)",
+    "debug_info": "per-blob statistics always go to train.log and metrics.jsonl (--verbose prints "
+                  "them too)",
+    "snapshot_after_train": "a checkpoint is always written at the end",
+    "test_compute_loss": "evaluation reports top-1/top-5 accuracy",
+    "layer_wise_reduce": "distributed runs all-reduce gradients in buckets "
+                         "(distributed.bucket_cap_mb)",
+}
 # SolverParameter fields that name the net(s): `net` (a train_val.prototxt with TRAIN and TEST
 # phases) is followed (model.caffe_net); the others describe Caffe-only setups.
 _CAFFE_NET_FIELDS = ("net", "net_param", "train_net", "test_net", "train_net_param", "test_net_param",
@@ -427,16 +446,30 @@ _CAFFE_NET_FIELDS = ("net", "net_param", "train_net", "test_net", "train_net_par
 
 def read_solver(path):
     """A Caffe solver.prototxt -> caffe_pb2.SolverParameter (protobuf text_format with the
-    project's Caffe schema); an unknown field names the closest valid ones."""
+    project's Caffe schema); an unknown field names the closest valid ones; a net prototxt
+    given as the solver is named as such."""
     try:
         return netfile.read_solver(path)
     except netfile.CaffeFormatError as e:
         text = str(e)
         match = re.search(r"field '(\w+)' is not in SolverParameter", text)
+        if match and _is_net_file(path):
+            raise ConfigError("%s is a Caffe net (a train_val or deploy prototxt with `layer` "
+                              "entries), not a solver: pass the solver.prototxt whose `net:` line "
+                              "names it as --solver, or write one (net: \"%s\", base_lr, "
+                              "lr_policy, max_iter, ...)" % (path, os.path.basename(path))) from None
         if match:
             raise ConfigError("%s: unknown solver field %r%s" % (path, match.group(1),
                                                                   _suggest_field(match.group(1)))) from None
         raise ConfigError(text) from None
+
+
+def _is_net_file(path):
+    """True when `path` reads as a Caffe NetParameter with layers."""
+    try:
+        return bool(netfile.read_net(path).layer)
+    except netfile.CaffeFormatError:
+        return False
 
 
 def solver_updates(solver, path="<solver.prototxt>"):
@@ -452,6 +485,9 @@ def solver_updates(solver, path="<solver.prototxt>"):
             raise ConfigError("%s: field %r is not supported: give the net as `net: "
                               "\"train_val.prototxt\"` (TRAIN and TEST phases in one file)"
                               % (path, name))
+        if name in CAFFE_SOLVER_IGNORED:
+            log.warning("%s: solver field %r is ignored: %s", path, name, CAFFE_SOLVER_IGNORED[name])
+            continue
         if name not in CAFFE_SOLVER_FIELDS:
             raise ConfigError("%s: solver field %r is valid Caffe but not supported by this "
                               "driver; remove it (supported: %s)" % (path, name,
@@ -520,8 +556,10 @@ def load_solver_prototxt(path):
 
 def caffe_data_updates(net_path):
     """data.* keys from a Caffe net's Data/ImageData layers: TRAIN and TEST batch sizes, the
-    TRAIN transform_param (crop_size, mean_value or mean_file, mirror) and the LMDB `source` paths (relative
-    to the net file when they exist there; --train-lmdb / --set data.train_lmdb=... override)."""
+    TRAIN transform_param with Caffe's defaults where a field is absent (crop_size 0 = no crop,
+    the whole record; no mean_value/mean_file = nothing subtracted; mirror false), and the
+    LMDB `source` paths, made absolute (found from the working directory or beside the net
+    file) so that a saved config resumes from anywhere; --train-lmdb / --set override."""
     net = netfile.read_net(net_path)
     updates = {}
     for layer in net.layer:
@@ -535,14 +573,14 @@ def caffe_data_updates(net_path):
             t = layer.transform_param
             if param.batch_size:
                 updates["data.batch_size"] = param.batch_size
-            if t.crop_size:
-                updates["data.crop_size"] = t.crop_size
-            if len(t.mean_value) == 3:
+            # Caffe's DataTransformer defaults, not the zoo's 227 crop and BGR mean
+            updates["data.crop_size"] = t.crop_size
+            if t.mean_value:  # one value is every channel's, as in Caffe
                 updates["data.mean"] = [float(v) for v in t.mean_value]
-            elif len(t.mean_value) == 1:
-                updates["data.mean"] = [float(t.mean_value[0])] * 3
             elif t.mean_file:  # Caffe refuses mean_file and mean_value together
                 updates["data.mean_file"] = _net_relative(t.mean_file, net_path)
+            else:
+                updates["data.mean"] = [0.0]
             updates["data.mirror"] = bool(t.mirror)
             if source and layer.type == "Data":
                 updates["data.train_lmdb"] = source
@@ -555,10 +593,25 @@ def caffe_data_updates(net_path):
 
 
 def _net_relative(path, net_path):
-    """A file a Caffe net names: as given (relative to cwd, as Caffe reads it) when it exists
-    there, else beside the net file when it exists there."""
+    """A file a Caffe net names, as an absolute path: relative to cwd (as Caffe reads it) when
+    it exists there, else beside the net file when it exists there, else cwd's (the error
+    names both places: `caffe_source_places`)."""
     beside = os.path.join(os.path.dirname(os.path.abspath(net_path)), path)
-    return beside if not os.path.exists(path) and os.path.exists(beside) else path
+    return beside if not os.path.exists(path) and os.path.exists(beside) else os.path.abspath(path)
+
+
+def caffe_source_places(net_path, path):
+    """Where a missing file a Caffe net names was looked for: (layer, field, [places]) of the
+    layer whose `source` or `mean_file` became `path`, or None."""
+    for layer in netfile.read_net(net_path).layer:
+        param = layer.data_param if layer.type == "Data" else layer.image_data_param
+        for field, value in (("source", param.source if layer.type in ("Data", "ImageData") else ""),
+                             ("transform_param.mean_file", layer.transform_param.mean_file)):
+            if value and _net_relative(value, net_path) == path:
+                folder = os.path.dirname(os.path.abspath(net_path))
+                return layer.name, field, list(dict.fromkeys(
+                    [os.path.abspath(value), os.path.join(folder, value)]))
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -674,8 +727,10 @@ def validate(cfg):
          "solver.test_iter/test_interval/display/snapshot must be >= 0"),
         (d.batch_size >= 1, "data.batch_size must be >= 1, got %r" % d.batch_size),
         (d.test_batch_size >= 1, "data.test_batch_size must be >= 1, got %r" % d.test_batch_size),
-        (d.crop_size >= 1, "data.crop_size must be >= 1, got %r" % d.crop_size),
-        (len(d.mean) in (1, 3), "data.mean must have 1 or 3 values (BGR), got %r" % (list(d.mean),)),
+        (d.crop_size >= 0, "data.crop_size must be >= 1, or 0 for no crop (the whole image), got %r"
+         % d.crop_size),
+        (len(d.mean) in (1, 3), "data.mean must have 1 value (every channel) or 3 (BGR), got %r"
+         % (list(d.mean),)),
         (m.num_classes == 0 or m.num_classes >= 2,
          "model.num_classes must be 0 (the LMDB's class count) or >= 2, got %r" % m.num_classes),
         (m.new_lr_mult > 0 and m.backbone_lr_mult > 0,

@@ -45,7 +45,7 @@ from food101.caffe2.compiled import CompileOptions
 from food101.caffe2.proto import caffe2_pb2
 from food101.caffe2.utils import external_reads
 from food101.data import lmdb_file
-from food101.data.augment import Augment, check_mean_image
+from food101.data.augment import Augment, check_mean_image, crop_size_of
 from food101.data.reader import LMDBReader
 from food101.data.writer import read_metadata as read_lmdb_metadata
 from food101.data.resident import DeviceResidentDataset
@@ -152,8 +152,8 @@ class Trainer:
                 raise TrainingError("data.%s is not set: build one with tools/build_lmdb.py and "
                                     "pass --train-lmdb/--set data.%s=PATH" % (key, key))
             if not os.path.exists(path):
-                raise TrainingError("data.%s: %s does not exist (tools/build_lmdb.py writes it)"
-                                    % (key, path))
+                raise TrainingError("data.%s: %s does not exist%s" % (key, path,
+                                                                     _missing_source_hint(cfg, path)))
             lmdb_file.validate(path)  # a damaged file fails here, before anything is written
         self._claim_output_dir()
         seed = cfg.solver.random_seed
@@ -173,14 +173,17 @@ class Trainer:
                                     len(self.class_names)))
         _, _, h, w = (0,) + tuple(self.reader.image_shape)
         if data.crop_size > min(h, w):
-            raise TrainingError("data.crop_size %d is larger than the %dx%d images of %s" % (
-                data.crop_size, h, w, data.train_lmdb))
+            raise TrainingError("data.crop_size %d%s is larger than the %dx%d images of %s "
+                                "(--set data.crop_size=N with N <= %d, or 0 for the whole image)" % (
+                                    data.crop_size, _crop_origin(cfg), h, w, data.train_lmdb,
+                                    min(h, w)))
         self.input_mean = input_mean(data, self.reader.image_shape)
         os.makedirs(self.path(), exist_ok=True)  # only once the data is known to be usable
         self.aug_generator = torch.Generator().manual_seed(seed + 1)
         self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=self.input_mean,
                                device=self.device, generator=self.aug_generator)
-        self.nets = build_training_nets(cfg, self.class_names, self.device_option)
+        self.nets = build_training_nets(cfg, self.class_names, self.device_option,
+                                        tuple(self.reader.image_shape))
         self.lr_factor = distributed.prepare_training_nets(self.nets, cfg, self.dist)
         for net in self.nets.init:
             workspace.RunNetOnce(net)
@@ -282,8 +285,8 @@ class Trainer:
     def _placeholder_batch(self):
         """Zeros of the batch's shape and dtype: CreateNet checks inputs exist, reading no data."""
         n, crop = self.cfg.data.batch_size, self.cfg.data.crop_size
-        channels = self.reader.image_shape[0]
-        return (torch.zeros((n, channels, crop, crop), device=self.device),
+        channels, h, w = self.reader.image_shape
+        return (torch.zeros((n, channels) + crop_size_of(crop, h, w), device=self.device),
                 torch.zeros(n, dtype=torch.int32, device=self.device))
 
     def _feed_batch(self, x, y):
@@ -512,6 +515,12 @@ def input_mean(data, image_shape):
     """What the run subtracts: data.mean, or data.mean_file's mean image (Caffe's mean_file),
     which must have the C x H x W of the train records and of the test records."""
     if not data.mean_file:
+        channels = image_shape[0]
+        if len(data.mean) not in (1, channels):
+            raise TrainingError("data.mean has %d values %s but the records of %s have %d "
+                                "channel(s): give one value per channel or one for all (--set "
+                                "'data.mean=[0]' subtracts nothing)" % (
+                                    len(data.mean), list(data.mean), data.train_lmdb, channels))
         return tuple(data.mean)
     try:
         mean = netfile.read_mean_file(data.mean_file)
@@ -528,6 +537,27 @@ def input_mean(data, image_shape):
         except ValueError as e:
             raise TrainingError(str(e)) from None
     return mean
+
+
+def _crop_origin(cfg):
+    """' (from NET's transform_param)' etc.: where data.crop_size came from, for errors."""
+    if cfg.model.caffe_net and C.caffe_data_updates(cfg.model.caffe_net).get(
+            "data.crop_size") == cfg.data.crop_size:
+        return " (the crop_size of %s's TRAIN Data layer)" % cfg.model.caffe_net
+    if cfg.data.crop_size == C.default_config().data.crop_size:
+        return " (the default: the zoo SqueezeNet's input)"
+    return ""
+
+
+def _missing_source_hint(cfg, path):
+    """Why a missing LMDB was looked for where it was: the Caffe layer that names it, else how
+    to make one."""
+    found = C.caffe_source_places(cfg.model.caffe_net, path) if cfg.model.caffe_net else None
+    if not found:
+        return " (tools/build_lmdb.py writes it)"
+    layer, field, places = found
+    return (" (the %s of layer %r in %s; looked in %s; pass --train-lmdb/--test-lmdb or fix the "
+            "path)" % (field, layer, cfg.model.caffe_net, " and ".join(places)))
 
 
 def dataset_classes(cfg, reader_classes=None):

@@ -100,11 +100,13 @@ def load_zoo_model(model_cfg):
     return location.load(), location.note
 
 
-def build_training_nets(cfg, class_names, device_option):
-    """Train (forward+backward, update) and test nets of the fine-tuning run, on the device."""
+def build_training_nets(cfg, class_names, device_option, image_shape=None):
+    """Train (forward+backward, update) and test nets of the fine-tuning run, on the device.
+    image_shape: the records' C x H x W (a Caffe net's input channels and, without crop_size,
+    its input size come from them, as in Caffe)."""
     model_cfg, solver = cfg.model, cfg.solver
     if model_cfg.caffe_net:
-        return _caffe_training_nets(cfg, class_names, device_option)
+        return _caffe_training_nets(cfg, class_names, device_option, image_shape)
     zoo_model, zoo_note = load_zoo_model(model_cfg)
     food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
                                   weight_init=model_cfg.weight_init, bias_init=model_cfg.bias_init)
@@ -138,10 +140,10 @@ def build_training_nets(cfg, class_names, device_option):
         frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model)
 
 
-def _caffe_training_nets(cfg, class_names, device_option):
+def _caffe_training_nets(cfg, class_names, device_option, image_shape=None):
     """A solver's train_val.prototxt (model.caffe_net) as the run's nets (train.caffe_setup)."""
     try:
-        built = caffe_setup.build(cfg, class_names, device_option)
+        built = caffe_setup.build(cfg, class_names, device_option, image_shape)
     except (caffe_setup.CaffeSetupError, CaffeFormatError) as e:
         raise TrainingError(str(e)) from None
     train = built["model"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from food101.caffe2.utils import ArgsToDict, make_op
+from food101.caffe2.errors import Caffe2Error
 from food101.caffe2.executor import PreparedNet
 from food101.caffe2.proto import caffe2_pb2, save_net
 from food101.caffe2.workspace import Workspace
@@ -156,18 +157,34 @@ def main(argv=None):
     parser.add_argument("--predict_net", help="Caffe2 prediction net.", default="predict_net.pb")
     parser.add_argument("--remove_legacy_pad", help="Remove legacy pad (Only works for nets with "
                         "one input blob)", action="store_true", default=False)
-    parser.add_argument("--input_dims", help="Dimension of input blob", nargs="+", type=int,
-                        default=[])
+    parser.add_argument("--input_dims", help="Dimension of input blob: N C H W, e.g. 1 3 227 227 "
+                        "(needed by --remove_legacy_pad)", nargs="+", type=int, default=[],
+                        metavar="N C H W")
     args = parser.parse_args(argv)
+    if args.input_dims and (len(args.input_dims) != 4 or min(args.input_dims) < 1):
+        parser.error("--input_dims %s: give the input blob's 4 dimensions N C H W, each >= 1 "
+                     "(e.g. --input_dims 1 3 227 227)" % " ".join(map(str, args.input_dims)))
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     try:
         caffenet = netfile.read_net(args.prototext)
+        if not caffenet.layer:
+            raise netfile.CaffeFormatError("%s has no layers: nothing to translate (an empty "
+                                           "file? a deploy.prototxt lists `layer { ... }` "
+                                           "entries)" % args.prototext)
         pretrained = netfile.read_caffemodel(args.caffemodel)
         net, params = TranslateModel(caffenet, pretrained, is_test=True,
                                      remove_legacy_pad=args.remove_legacy_pad,
                                      input_dims=args.input_dims)
     except (netfile.CaffeFormatError, ValueError) as e:
         print("caffe_translator: error: %s" % e, file=sys.stderr)
+        return 2
+    except Caffe2Error as e:  # running the net for --remove_legacy_pad at --input_dims
+        print("caffe_translator: error: running the translated net on an input of shape %s "
+              "(--input_dims) failed: %s" % (args.input_dims, e), file=sys.stderr)
+        return 2
+    if not net.op:
+        print("caffe_translator: error: %s: no layer of the TEST phase translated to an op"
+              % args.prototext, file=sys.stderr)
         return 2
     external_input = net.op[0].input[0]
     external_output = net.op[-1].output[0]

@@ -213,9 +213,11 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
     for blob, shape in t.inputs.items():
         t.shapes[blob] = [1] + list(shape[1:]) if shape else None
     weights = _weights_by_layer(pretrained_net)
+    available = list(t.inputs)  # blobs that exist so far: inputs, then each layer's tops
     for layer in caffe_net.layer:
         if not should_include(layer, state):
             continue
+        _check_bottoms(layer, available)
         if layer.type not in LAYERS:
             near = closest(layer.type, LAYERS.names())
             raise CaffeFormatError("layer %r has type %r, which this translator does not support "
@@ -227,12 +229,95 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
         blobs = weights.get(layer.name)
         t.current_blobs = [blob_array(b, "layer %r blob %d" % (layer.name, i))
                            for i, b in enumerate(blobs)] if blobs else None
+        if t.current_blobs:
+            check_blob_shapes(t, layer, t.current_blobs)
         convert(t, layer)
+        available += [top for top in layer.top if top not in available]
         caffe_shapes(layer, t.shapes)
         for top, weight in zip(layer.top, layer.loss_weight):
             if weight and layer.type not in ("SoftmaxWithLoss", "EuclideanLoss"):
                 t.losses.append((top, float(weight)))
     return t
+
+
+def _check_bottoms(layer, available):
+    """Caffe's "Unknown bottom blob": every bottom must be an input or an earlier layer's top."""
+    for i, bottom in enumerate(layer.bottom):
+        if bottom not in available:
+            near = closest(bottom, available)
+            raise CaffeFormatError(
+                "layer %r (%s): bottom %r (bottom %d) is not produced by any earlier layer nor an "
+                "input%s" % (layer.name, layer.type, bottom, i,
+                             "; did you mean %s?" % " or ".join(repr(n) for n in near) if near
+                             else " (blobs so far: %s)" % ", ".join(available[-8:])))
+
+
+def _expected_blob_shapes(t, layer):
+    """What the prototxt implies for each of `layer`'s parameter blobs: (name, shape) pairs,
+    None for a dimension the translator does not know (the input's channels, without an input
+    shape), and a short account of the parameters used; None for layers without parameters."""
+    bottom = t.shapes.get(layer.bottom[0]) if layer.bottom else None
+    channels = bottom[1] if bottom and len(bottom) > 1 else None
+    if layer.type in ("Convolution", "Deconvolution"):
+        p = layer.convolution_param
+        kernel = list(p.kernel_size) or [0]
+        kh = p.kernel_h if p.HasField("kernel_h") else kernel[0]
+        kw = p.kernel_w if p.HasField("kernel_w") else kernel[-1]
+        if layer.type == "Convolution":
+            weight = [p.num_output, channels // p.group if channels else None, kh, kw]
+        else:
+            weight = [channels, p.num_output // p.group, kh, kw]
+        why = "num_output %d, kernel %dx%d%s%s" % (
+            p.num_output, kh, kw, ", group %d" % p.group if p.group != 1 else "",
+            ", %d input channels" % channels if channels else "")
+        return ([("weights", weight)] + ([("bias", [p.num_output])] if p.bias_term else [])), why
+    if layer.type == "InnerProduct":
+        p = layer.inner_product_param
+        k = int(np.prod(bottom[p.axis:])) if bottom else None
+        weight = [k, p.num_output] if p.transpose else [p.num_output, k]
+        why = "num_output %d%s" % (p.num_output, ", %d inputs" % k if k else "")
+        return ([("weights", weight)] + ([("bias", [p.num_output])] if p.bias_term else [])), why
+    if layer.type == "BatchNorm":
+        return [("mean", [channels]), ("variance", [channels]), ("scale factor", [1]),
+                ("scale", [channels]), ("bias", [channels])], \
+            "%s input channels" % (channels or "the")
+    if layer.type == "Scale" and len(layer.bottom) == 1:
+        size = bottom[layer.scale_param.axis] if bottom else None
+        return [("scale", [size]), ("bias", [size])], "%s channels" % (size or "the input's")
+    if layer.type == "PReLU":
+        size = 1 if layer.prelu_param.channel_shared else channels
+        return [("slope", [size])], "%s channels" % (size or "the input's")
+    return None
+
+
+def check_blob_shapes(t, layer, arrays):
+    """Each pretrained blob of `layer` against what its prototxt parameters imply, as Caffe's
+    Net::CopyTrainedLayersFrom does ("Cannot copy param N weights from layer X; shape
+    mismatch"): a CaffeFormatError naming the layer, the blob and both shapes."""
+    for i, array in enumerate(arrays):
+        if array.size == 0:
+            raise CaffeFormatError("layer %r (%s): caffemodel blob %d has shape %s and no values "
+                                   "(a damaged or placeholder caffemodel?)"
+                                   % (layer.name, layer.type, i, list(array.shape)))
+    expected = _expected_blob_shapes(t, layer)
+    if expected is None:
+        return
+    specs, why = expected
+    if len(arrays) > len(specs) and not (layer.type == "BatchNorm" and len(arrays) == 5):
+        raise CaffeFormatError("layer %r (%s): the caffemodel has %d blobs, the prototxt implies "
+                               "%d (%s)" % (layer.name, layer.type, len(arrays), len(specs),
+                                            ", ".join(n for n, _ in specs)))
+    for i, (array, (what, shape)) in enumerate(zip(arrays, specs)):
+        got = list(array.shape)
+        while len(got) > len(shape) and got[0] == 1:  # old num/channels/height/width blobs
+            got = got[1:]
+        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+            raise CaffeFormatError(
+                "layer %r (%s): caffemodel blob %d (%s) has shape %s but the prototxt implies %s "
+                "(%s); Caffe refuses it too (\"Cannot copy param %d weights from layer '%s'; "
+                "shape mismatch\"): translate with the prototxt these weights were trained with"
+                % (layer.name, layer.type, i, what, list(array.shape),
+                   [("?" if e is None else e) for e in shape], why, i, layer.name))
 
 
 def caffe_shapes(layer, shapes):
