@@ -397,6 +397,7 @@ class Trainer:
         except BaseException:
             if self.reader is not None:
                 self.reader.close()
+            self._remove_empty_created_dirs()  # a model that fails to load leaves no empty folder
             raise
         summary = dict(start_iteration=start_iteration, config_path=config_path)
         try:
@@ -453,8 +454,11 @@ class Trainer:
         for path in [self.path(n) for n in self.RUN_FILES] + [os.path.join(snapshots, "config.yaml")]:
             if os.path.isfile(path):
                 os.remove(path)
-        for folder in (snapshots, self.path()):
-            if folder in self._created_dirs and os.path.isdir(folder) and not os.listdir(folder):
+        self._remove_empty_created_dirs()
+
+    def _remove_empty_created_dirs(self):
+        for folder in reversed(self._created_dirs):  # the snapshots folder before the run's
+            if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
 
     def _loop(self, config_path, start_iteration):

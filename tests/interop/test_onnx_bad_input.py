@@ -73,3 +73,20 @@ def test_backbone_names_for_file_names(good_onnx, tmp_path):
     assert backbone_name(str(tmp_path / "deploy.prototxt")) == "googlenet"
     from tests.support import ZOO
     assert backbone_name(ZOO) == "squeezenet"                        # its predict net's name
+
+
+def test_a_run_on_a_bad_onnx_leaves_no_folder(good_onnx, tmp_path):
+    from food101.data import build_lmdb
+    from food101.data.synthetic import make_demo_dataset
+    from food101.train import fine_tune
+    demo = make_demo_dataset(str(tmp_path / "food"), train_per_class=2, test_per_class=1,
+                             max_side=40)
+    lmdb = build_lmdb(demo.root, "train", str(tmp_path / "train"), size=36, workers=0,
+                      progress=False).out
+    bad = _bad_files(good_onnx, str(tmp_path))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match="truncated.onnx is not an ONNX model"):
+        fine_tune(overrides={"data.train_lmdb": lmdb, "data.test_lmdb": "", "data.crop_size": 32,
+                             "model.zoo_dir": bad["truncated"], "train.output_dir": str(out),
+                             "train.progress": False})
+    assert not out.exists()
