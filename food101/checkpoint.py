@@ -9,7 +9,8 @@ One checkpoint is one `torch.save` file:
      rng:     torch / CUDA / numpy / python states, the workspace's per-device generators and
               the augmentation generator
      config:  the effective config as a plain dict
-     trainer: the loop's own state (smoothed-loss window, best accuracy, ...)}
+     trainer: the loop's own state (smoothed-loss window, best accuracy, the diagnostics'
+              state: the divergence guard's lr scaling, quarantine and loss window, ...)}
 
 Writing goes through `food101.fileio.atomic_write` (a temporary file in the same folder, fsync,
 `os.replace`), so a crash (or a second Ctrl-C) never leaves a half-written checkpoint under the

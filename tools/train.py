@@ -17,8 +17,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from food101.cli import ToolParser  # noqa: E402
-from food101.train.cli import train_main  # noqa: E402
+try:
+    from food101.cli import ToolParser  # noqa: E402
+    from food101.train.cli import train_main  # noqa: E402
+except KeyboardInterrupt:  # Ctrl-C while torch and the package load: one line, status 130
+    print("interrupted before training started: nothing was saved", file=sys.stderr)
+    sys.exit(130)
 
 
 def get_args_parser():
@@ -59,4 +63,9 @@ def get_args_parser():
 
 
 if __name__ == "__main__":
-    sys.exit(train_main(get_args_parser().parse_args()))
+    try:
+        args = get_args_parser().parse_args()
+    except KeyboardInterrupt:
+        print("interrupted before training started: nothing was saved", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(train_main(args))

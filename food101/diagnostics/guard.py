@@ -449,6 +449,29 @@ class DivergenceGuard:
         self._pending_good = None
         self._good = None
 
+    # -------------------------------------------------------------- checkpointed state
+    def state_dict(self):
+        """What changes the rest of a run and must survive a resume: the lr scaling of the
+        rollbacks so far, the recovery count (max_recoveries), the quarantined records and the
+        loss window the spike test compares with. The in-memory good state is not kept: a
+        resumed run's first rollback target is the state it resumed from."""
+        return {"lr_factor": self.lr_factor, "recoveries": self.recoveries,
+                "quarantined_keys": sorted(self.quarantined_keys),
+                "history": list(self.history)}
+
+    def load_state_dict(self, state, workspace):
+        """Put a checkpoint's guard state back; the created nets' LearningRate ops (built anew
+        with the config's base_lr) are scaled by the saved lr_factor."""
+        factor = float(state.get("lr_factor", 1.0))
+        if factor != 1.0:
+            scale_learning_rate(workspace, self.net_names, factor)
+            scale_base_lr(self.net, factor)
+        self.lr_factor = factor
+        self.recoveries = int(state.get("recoveries", 0))
+        self.quarantined_keys = set(state.get("quarantined_keys", ()))
+        self.history.clear()
+        self.history.extend(float(v) for v in state.get("history", ()))
+
     # -------------------------------------------------------------- per iteration
     def before_iteration(self, it, workspace, data=None, keys=None):
         """Keep the state the iteration starts from (and its batch) for skip and the report.

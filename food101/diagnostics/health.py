@@ -153,11 +153,18 @@ def _poly_rate(base_lr, it, power, max_iter):
 def check_schedules(train, max_iter=None):
     """The LearningRate ops' schedules over the planned run (poly past max_iter, ...)."""
     findings = []
+    seen = set()
     for index, op in netinfo.learning_rate_ops(train):
         label = "LearningRate " + netinfo.op_ref(train, index)
         args = ArgsToDict(op.arg)
         policy = args.pop("policy", "fixed")
         base_lr = args.pop("base_lr", 0.0)
+        # lr_mult groups give one LearningRate op per multiplier, all on one schedule: one
+        # finding says it for all of them
+        schedule = (policy, repr(sorted(args.items())), math.copysign(1.0, base_lr) if base_lr else 0.0)
+        if schedule in seen:
+            continue
+        seen.add(schedule)
         where = where_op(train.name, index, op, blob=op.output[0] if op.output else None)
         poly_findings = []
         if policy == "poly":

@@ -6,7 +6,7 @@ import os
 
 from food101.diagnostics import netinfo
 from food101.diagnostics.findings import ERROR, WARNING, Finding, FindingLog, Where
-from food101.diagnostics.guard import Action, DivergenceGuard
+from food101.diagnostics.guard import Action, DivergenceGuard, scale_learning_rate
 from food101.diagnostics.health import (HealthMonitor, analyze_nets, blob_dict, check_not_pretrained,
                                        zoo_weights)
 from food101.diagnostics.settings import resolve_settings
@@ -54,6 +54,7 @@ class Diagnostics:
         self._trained_outputs = []
         self.last_stats = None
         self._last_action = Action.CONTINUE
+        self._carried = {}          # a checkpoint's guard state kept for a run without a guard
 
     # -------------------------------------------------------------- plumbing
     @property
@@ -109,12 +110,14 @@ class Diagnostics:
 
     # -------------------------------------------------------------- the hook
     def on_start(self, train_net, param_init_net, params, workspace, zoo_model=None,
-                 param_to_grad=None, frozen_blobs=None):
+                 param_to_grad=None, frozen_blobs=None, covered=()):
         """Before the first iteration, after the params are initialised (param_init_net run)
         and the zoo weights loaded. Runs the static checks and the pretrained-weights check;
         returns the findings. frozen_blobs: the blobs that must not change (for a model from
         zoo.build_finetune_model: model.finetune.frozen_blobs); by default the net's inputs
-        that are pretrained or written back without being params."""
+        that are pretrained or written back without being params. covered: finding codes the
+        caller has already reported in its own terms (a Caffe solver's poly finding covers
+        lr_poly_power): not repeated."""
         if not self.enabled:
             return []
         s = self.settings
@@ -141,6 +144,7 @@ class Diagnostics:
             # the values in the workspace settle it: a re-fill that did not happen (the zoo
             # weights were loaded afterwards) is no problem, one that did is reinit_pretrained
             static = [f for f in static if f.code != "reinit_static" or f.where.blob not in blobs]
+        static = [f for f in static if f.code not in set(covered)]
         self._add(static + runtime)
         report_dir = s.report_dir
         if self.output_dir and not os.path.isabs(report_dir):
@@ -154,6 +158,27 @@ class Diagnostics:
                 good_state_interval=s.good_state_interval, max_recoveries=s.max_recoveries,
                 report_dir=report_dir, log_reports=False)
         return static + runtime
+
+    def state_dict(self):
+        """The state a checkpoint keeps so a resumed run goes on as this one would (the
+        divergence guard's lr scaling, quarantine and loss window); {} without a guard."""
+        if self.guard is not None:
+            return {"guard": self.guard.state_dict()}
+        return dict(self._carried)  # a resumed guard state this run has no guard for
+
+    def load_state_dict(self, state, workspace, nets=None):
+        """A checkpoint's `state_dict()` back, after on_start. The guard's lr scaling applies
+        to `nets` (the created nets' names) even when this run has no guard: it is part of the
+        trained run, not of the diagnostics settings."""
+        guard = (state or {}).get("guard")
+        if not guard:
+            return
+        if self.guard is not None:
+            self.guard.load_state_dict(guard, workspace)
+        else:
+            if float(guard.get("lr_factor", 1.0)) != 1.0 and nets:
+                scale_learning_rate(workspace, nets, float(guard["lr_factor"]))
+            self._carried = {"guard": dict(guard)}  # into this run's checkpoints too
 
     def on_batch(self, it, data, labels=None, keys=None):
         """Before iteration `it` runs, with its batch (host or device tensors/arrays) and the

@@ -14,6 +14,7 @@ probabilities from every backbone. Classifier surgery then finds the classifier 
 """
 import glob
 import os
+import re
 
 import numpy as np
 
@@ -53,6 +54,32 @@ def load_backbone(path, input_shape=None, class_names=None):
     raise ZooError("%s is not a model folder: expected init_net.pb + predict_net.pb (Model Zoo), "
                    "one .onnx file, or deploy.prototxt + one .caffemodel (it holds: %s)"
                    % (path, ", ".join(sorted(names)) or "nothing"))
+
+
+def backbone_name(path):
+    """A short name for the model at `path` (what load_backbone takes, or a Caffe
+    train_val.prototxt), for file names such as snapshot prefixes: an .onnx file's stem, a Caffe
+    net's `name:`, a Model Zoo predict net's name; the file or folder name when there is none.
+    Lower case, [a-z0-9_] only. Reads at most one small net file, never weights."""
+    path = os.path.abspath(os.fspath(path))
+    name = ""
+    folder = path if os.path.isdir(path) else None
+    names = sorted(os.listdir(folder)) if folder else []
+    onnx_files = [n for n in names if n.endswith(".onnx")]
+    try:
+        if path.endswith(".onnx") or len(onnx_files) == 1:
+            name = os.path.splitext(os.path.basename(path if not folder else onnx_files[0]))[0]
+        elif path.endswith(".prototxt") or "deploy.prototxt" in names:
+            name = netfile.read_net(path if not folder else os.path.join(path, "deploy.prototxt"),
+                                    dropped=[]).name  # loading the model reports its fields
+        elif folder and ("predict_net.pb" in names or "predict_net.pbtxt" in names):
+            from food101.caffe2.proto import load_net
+            name = load_net(os.path.join(path, "predict_net.pb" if "predict_net.pb" in names
+                                         else "predict_net.pbtxt")).name
+    except Exception:  # noqa: BLE001 - a name is a nicety; loading the model reports problems
+        name = ""
+    name = name or os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0]
+    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "model"
 
 
 def from_caffe(prototxt, caffemodel, input_shape=None, class_names=None):

@@ -18,6 +18,8 @@ operand, numpy broadcast for two computed ones, e.g. a squeeze-and-excitation ga
 Resize/Upsample (nearest, asymmetric, floor -> ResizeNearest). Anything else is an error naming
 the node and the closest supported types.
 """
+import os
+
 import numpy as np
 
 from food101.caffe2.proto import caffe2_pb2
@@ -43,8 +45,39 @@ def supported_onnx_ops():
 def from_onnx(source, input_shape=None, name=None):
     """An ONNX model (path, bytes or ModelProto) -> ZooModel with Caffe2 init and predict nets."""
     import onnx
-    model = source if isinstance(source, onnx.ModelProto) else onnx.load(source)
+    model = source if isinstance(source, onnx.ModelProto) else load_onnx_model(source)
     return _Importer(model, input_shape, name).run()
+
+
+def load_onnx_model(source):
+    """onnx.load(source) (a path, file object or bytes), refusing what is not an ONNX model with
+    a ZooError naming the file: an unreadable, empty or truncated file, or another protobuf (a
+    .caffemodel renamed .onnx parses as a ModelProto with no graph)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    what = source if isinstance(source, (str, os.PathLike)) else "the ONNX bytes"
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(source)
+        except OSError as e:
+            raise ZooError("cannot read ONNX file %s: %s" % (source, e.strerror or e)) from None
+        if size == 0:
+            raise ZooError("%s is not an ONNX model (the file is empty)" % what)
+    try:
+        model = (onnx.load_model_from_string(bytes(source))
+                 if isinstance(source, (bytes, bytearray)) else onnx.load(source))
+    except DecodeError as e:
+        raise ZooError("%s is not an ONNX model (its protobuf does not parse: %s; a truncated "
+                       "download or another format?)" % (what, e)) from None
+    except OSError as e:  # external data files missing, unreadable file
+        raise ZooError("cannot read ONNX model %s: %s" % (what, e)) from None
+    if not model.ir_version or not model.HasField("graph") or not model.graph.node:
+        raise ZooError("%s is not an ONNX model (it parses as protobuf but has %s: another format, "
+                       "e.g. a .caffemodel, renamed .onnx?)" % (what, ", ".join(
+                           part for part, missing in (("no ir_version", not model.ir_version),
+                                                      ("no graph nodes", not model.graph.node))
+                           if missing)))
+    return model
 
 
 class _Importer:

@@ -12,7 +12,6 @@ training set's class count (SqueezeNet's 1000) is resized, with a note. The note
 translation and the Caffe findings (a BatchNorm layer that changes its statistics although the
 net is frozen, a poly schedule that never decays within the run) are returned for the log.
 """
-import logging
 import os
 
 from food101.caffe2.utils import ArgsToDict, make_op
@@ -26,7 +25,6 @@ from food101.train import schedule
 from food101.zoo.finetune import FinetuneInfo, build_finetune_sgd
 from food101.zoo.model import ZooModel
 
-log = logging.getLogger(__name__)
 
 # Layers between a classifier and its loss that keep the class count.
 _PASS_THROUGH = ("Pooling", "ReLU", "Dropout", "Flatten", "Reshape", "Softmax", "Split")
@@ -66,7 +64,8 @@ def _num_output_param(layer):
 def net_num_classes(net_path):
     """The class count a Caffe net is written for: its classifiers' num_output (the largest,
     if they differ); None when no SoftmaxWithLoss is fed by one."""
-    outputs = [_num_output_param(l).num_output for l in classifier_layers(netfile.read_net(net_path))]
+    net = netfile.read_net(net_path, dropped=[])  # its fork fields are noted by build()
+    outputs = [_num_output_param(l).num_output for l in classifier_layers(net)]
     return max(outputs) if outputs else None
 
 
@@ -81,6 +80,12 @@ def resize_classifiers(net, num_classes):
                           % (param.num_output, num_classes)))
             param.num_output = num_classes
     return notes
+
+
+# food101.diagnostics finding codes a Caffe finding makes redundant: the solver's poly finding
+# says what lr_poly_power says; the frozen-BatchNorm finding what bn_running_stats_drift says.
+COVERS_SOLVER = ("lr_poly_power",)
+COVERS_LAYER = ("bn_running_stats_drift",)
 
 
 def caffe_findings(train, solver, net_path):
@@ -123,8 +128,11 @@ def build(cfg, class_names, device_option, image_shape=None):
     H x W without a crop, data.crop_size 0), C taken from the records as Caffe's DataLayer
     does; without it, 3 x crop x crop."""
     net_path = cfg.model.caffe_net
-    net = netfile.read_net(net_path)
-    notes = resize_classifiers(net, len(class_names))
+    dropped = []
+    net = netfile.read_net(net_path, dropped=dropped)
+    # each fork field once, with the translation notes (the file is read more than once)
+    notes = [(layer, netfile.dropped_field_note(owner, field)) for layer, owner, field in dropped]
+    notes += resize_classifiers(net, len(class_names))
     weights, source = None, "the layers' fillers"
     if cfg.model.zoo_dir:
         if not cfg.model.zoo_dir.endswith(".caffemodel"):
@@ -148,17 +156,20 @@ def build(cfg, class_names, device_option, image_shape=None):
     for layer in net.layer:
         if layer.type in ("Data", "ImageData") and layer.top:
             shapes[layer.top[0]] = list(input_shape)
-    train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes, trainer=True)
-    test = translator.translate(net, weights, phase="TEST", data_shapes=shapes)
+    # the notes of both phases are shown once, in the run's start-up lines (or the error)
+    train = translator.translate(net, weights, phase="TRAIN", data_shapes=shapes, trainer=True,
+                                 log_notes=False)
+    test = translator.translate(net, weights, phase="TEST", data_shapes=shapes, log_notes=False)
     if not train.data_layers:
         raise CaffeSetupError("%s has no Data/ImageData layer in the TRAIN phase: the trainer "
                               "feeds the images through one" % net_path)
     if not train.losses:
         raise CaffeSetupError("%s has no loss layer in the TRAIN phase" % net_path)
-    notes += train.notes
+    notes += list(dict.fromkeys(train.notes + test.notes))  # a layer of both phases: once
     findings = caffe_findings(train, cfg.solver, net_path)
-    for layer, message in findings:
-        log.warning("Caffe finding (%s): %s", layer, message)
+    # the diagnostics' generic findings these Caffe ones already say, in Caffe's terms
+    covered = {code for layer, _ in findings
+               for code in (COVERS_SOLVER if layer == "solver" else COVERS_LAYER)}
     data_layer = train.data_layers[0]
     data, label = data_layer.top[0], data_layer.top[1]
     scale = data_layer.transform_param.scale
@@ -169,7 +180,8 @@ def build(cfg, class_names, device_option, image_shape=None):
     if not trained:
         raise CaffeSetupError(
             "%s: nothing to train: every parameter has lr_mult: 0 or base_lr is 0%s" % (
-                net_path, "".join("\n  finding (%s): %s" % f for f in findings)))
+                net_path, "".join("\n  finding (%s): %s" % f for f in findings)
+                + "".join("\n  %s: %s" % n for n in notes)))
     main_scores = _main_loss_scores(net, train)
 
     model = model_helper.ModelHelper(name=(net.name or "caffe") + "_train", init_params=True)
@@ -213,8 +225,10 @@ def build(cfg, class_names, device_option, image_shape=None):
               "losses %s" % (net_path, sum(1 for l in net.layer if translator.should_include(
                   l, caffe_pb2.NetState(phase=caffe_pb2.TRAIN))), len(train.ops), len(test_net.op),
                              source, ", ".join("%s x %g" % (b, w) for b, w in train.losses))
+    outputs = sorted([(b, None) for b in train.outputs] + list(train.losses))
     return dict(model=model, test=test_net, data=fed, label=label, loss=loss, accuracy=accuracy,
-                probs=deploy.output_name, note=summary,
+                probs=deploy.output_name, note=summary, outputs=outputs, covered=covered,
+                test_names=_test_output_names(net, main_scores),
                 notes=["%s: %s" % n for n in notes] + ["finding (%s): %s" % f for f in findings],
                 frozen_blobs=model.finetune.frozen_blobs, deploy_model=deploy)
 
@@ -229,6 +243,24 @@ def _main_loss_scores(net, train):
             if best is None or weight >= best[0]:
                 best = (weight, layer.bottom[0])
     return best[1]
+
+
+def _test_output_names(net, scores):
+    """The TEST phase's own names for what the evaluation reports of the main classifier
+    `scores`: its Accuracy tops (top_k 1 and 5) and its SoftmaxWithLoss top, as Caffe prints
+    them ({"top1": "accuracy", "top5": "accuracy_top5", "loss": "loss"} for SqueezeNet)."""
+    names = {}
+    test = caffe_pb2.NetState(phase=caffe_pb2.TEST)
+    for layer in net.layer:
+        if not translator.should_include(layer, test) or not layer.bottom or not layer.top:
+            continue
+        if layer.bottom[0] != scores:
+            continue
+        if layer.type == "Accuracy" and layer.accuracy_param.top_k in (1, 5):
+            names.setdefault("top%d" % layer.accuracy_param.top_k, layer.top[0])
+        elif layer.type == "SoftmaxWithLoss":
+            names.setdefault("loss", layer.top[0])
+    return names
 
 
 def _top1(t, blob):

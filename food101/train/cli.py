@@ -12,6 +12,7 @@ from food101.data.records import RecordError
 from food101.train import config as C
 
 EXIT_INTERRUPTED = 130
+INTERRUPTED_AT_START = "interrupted before training started: nothing was saved"
 
 
 def _error(message, code=2):
@@ -78,13 +79,17 @@ def train_main(args):
             print(C.dump_config(cfg), end="")
             return 0
         result = fine_tune(cfg, resume=args.resume)
+    except KeyboardInterrupt:  # Ctrl-C while loading the libraries or the config
+        print(INTERRUPTED_AT_START, file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (C.ConfigError, TrainingError, ckpt.CheckpointError, FileNotFoundError, RecordError,
             Caffe2Error) as e:
         return _error(e)
     if result.get("rank", 0) != 0:  # distributed: rank 0 reports for the job
         return EXIT_INTERRUPTED if result["interrupted"] else 0
     if result["interrupted"]:
-        print("interrupted: checkpoint %s" % result["checkpoint"], file=sys.stderr)
+        print("interrupted: checkpoint %s" % result["checkpoint"] if result["checkpoint"]
+              else INTERRUPTED_AT_START, file=sys.stderr)
         return EXIT_INTERRUPTED
     print("done: %d iterations, final smoothed loss %s, top-1 %s, top-5 %s" % (
         result["iteration"], _num(result["final_loss"]), _num(result["top1"]), _num(result["top5"])))
@@ -95,6 +100,8 @@ def train_main(args):
     if result.get("deploy_dir"):
         print("deploy model: %s" % result["deploy_dir"])
     print("outputs: %s" % result["output_dir"])
+    for warning in result.get("warnings") or ():   # e.g. the run changed no weight
+        print("warning: %s" % warning, file=sys.stderr)
     for path in result.get("divergence_reports") or ():
         print("divergence report: %s (python tools/inspect_training.py %s shows it)"
               % (path, result["output_dir"]))

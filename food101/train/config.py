@@ -119,6 +119,12 @@ class SolverConfig:
     stepvalue: Tuple[int, ...] = _key((), "multistep: the iterations at which lr is multiplied by "
                                           "gamma (increasing)")
     max_iter: int = _key(4000, "iterations (weight updates) to train; poly decays to 0 at max_iter")
+    lr_numbering: str = _key("caffe2", "which iteration a weight update's rate is computed at: "
+                                       "caffe2 = update i uses the policy at i (Caffe2's build_sgd "
+                                       "increments the counter before LearningRate; poly's last "
+                                       "update gets 0) | caffe = at i - 1, as Caffe's SGDSolver "
+                                       "(step boundaries one update later); a solver.prototxt "
+                                       "sets caffe")
     momentum: float = _key(0.9, "SGD momentum (0 = plain SGD)")
     nesterov: bool = _key(True, "Nesterov momentum, Caffe2's build_sgd default (a prototxt's "
                                 "type: \"SGD\" sets false, type: \"Nesterov\" true)")
@@ -135,7 +141,9 @@ class SolverConfig:
     snapshot: int = _key(1000, "write a checkpoint every this many iterations (0 = only at the end)")
     snapshot_prefix: str = _key("snapshots/squeezenet_food101",
                                 "checkpoint path prefix (<prefix>_iter_<N>.ckpt); relative to "
-                                "train.output_dir")
+                                "train.output_dir; left at this default, it names the model "
+                                "trained: snapshots/<model>_food101 (an .onnx file's stem, a "
+                                "Caffe net's name, a zoo predict net's name)")
     solver_mode: str = _key("CPU", "CPU or GPU (--gpu/--cpu set it)")
     device_id: int = _key(0, "CUDA device index in GPU mode")
     random_seed: int = _key(-1, "seed of every RNG (init, shuffling, augmentation, dropout); -1 = "
@@ -547,6 +555,8 @@ def _suggest_field(name):
 
 def load_solver_prototxt(path):
     updates = solver_updates(read_solver(path), path)
+    # the rates follow Caffe's numbering: the solver was written (and its steps placed) for it
+    updates["solver.lr_numbering"] = "caffe"
     if "model.caffe_net" in updates:
         if "solver.nesterov" not in updates:  # Caffe's default solver type is SGD
             updates["solver.nesterov"] = False
@@ -560,7 +570,7 @@ def caffe_data_updates(net_path):
     the whole record; no mean_value/mean_file = nothing subtracted; mirror false), and the
     LMDB `source` paths, made absolute (found from the working directory or beside the net
     file) so that a saved config resumes from anywhere; --train-lmdb / --set override."""
-    net = netfile.read_net(net_path)
+    net = netfile.read_net(net_path, dropped=[])  # fork fields: the run's start-up lines say them
     updates = {}
     for layer in net.layer:
         if layer.type not in ("Data", "ImageData"):
@@ -654,6 +664,21 @@ def load_config(yaml_path=None, solver_path=None, overrides=None, base=None):
     return cfg
 
 
+DEFAULT_SNAPSHOT_PREFIX = SolverConfig.__dataclass_fields__["snapshot_prefix"].default
+
+
+def resolve_snapshot_prefix(cfg, model_name):
+    """A Config whose snapshot_prefix names the model (`model_name`, e.g. from
+    interop.backbone.backbone_name) when it was left at the default; a prefix the user or a
+    Caffe solver gave stays."""
+    if cfg.solver.snapshot_prefix != DEFAULT_SNAPSHOT_PREFIX:
+        return cfg
+    prefix = "snapshots/%s_food101" % model_name
+    if prefix == cfg.solver.snapshot_prefix:
+        return cfg
+    return merge(cfg, {"solver.snapshot_prefix": prefix}, "the model's name")
+
+
 def resolve_seed(cfg):
     """A Config whose random_seed is concrete (-1 draws one from the OS)."""
     if cfg.solver.random_seed >= 0:
@@ -679,6 +704,16 @@ def lr_policy_args(solver):
                           % (solver.lr_policy, ", ".join(CAFFE_LR_POLICIES)))
     args = {name: getattr(solver, name) for name in _CAFFE_POLICY_FIELDS[solver.lr_policy]}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+
+
+def lr_iteration(solver, update):
+    """The iteration the LearningRate policy is evaluated at for weight update `update`
+    (1-based): `update` with Caffe2's numbering, update - 1 with Caffe's (solver.lr_numbering).
+
+    >>> lr_iteration(SolverConfig(lr_numbering="caffe"), 1)
+    0
+    """
+    return update - 1 if solver.lr_numbering == "caffe" else update
 
 
 def resumed_config(saved, cfg=None, checkpoint_path=None):
@@ -709,6 +744,8 @@ def validate(cfg):
         (s.base_lr >= 0, "solver.base_lr must be >= 0, got %r (0 is legal Caffe: nothing is "
                          "updated)" % s.base_lr),
         (s.max_iter >= 1, "solver.max_iter must be >= 1, got %r" % s.max_iter),
+        (s.lr_numbering in ("caffe2", "caffe"),
+         "solver.lr_numbering must be caffe2 or caffe, got %r" % s.lr_numbering),
         (s.iter_size >= 1, "solver.iter_size must be >= 1, got %r" % s.iter_size),
         (0 <= s.momentum < 1, "solver.momentum must be in [0, 1), got %r" % s.momentum),
         (s.weight_decay >= 0, "solver.weight_decay must be >= 0, got %r" % s.weight_decay),

@@ -42,6 +42,7 @@ class StepResult:
     lr: torch.Tensor
     images: int             # images in the update, over iter_size passes and every rank
     seconds: float          # the step's wall time
+    outputs: torch.Tensor = None  # the values of RunLogging.outputs (a Caffe net's outputs)
 
 
 # ------------------------------------------------------------------------------ logging
@@ -57,6 +58,7 @@ class RunLogging:
         self.pending = []           # StepResults not yet turned into records
         self.records = self.runlog = None
         self._displayed = (0, 0.0)  # (iteration, step seconds) of the last display
+        self.outputs = []           # [(blob, loss_weight or None)] shown as "Train net output"
 
     def path(self, *parts):
         return os.path.join(self.output_dir, *parts)
@@ -109,7 +111,7 @@ class RunLogging:
                      cfg.data.batch_size, cfg.solver.iter_size),
                  "Zoo model: %s" % trainer.nets.zoo_note] + [
                      "  " + note for note in trainer.nets.notes] + [
-                 "Trained: %d params in %s; frozen: %d zoo blobs" % (
+                 "Trained: %d params %s; frozen: %d zoo blobs" % (
                      len(trainer.nets.params), _layer_summary(trainer.nets.params),
                      len(trainer.nets.frozen_blobs)),
                  "Effective config: %s" % config_path]
@@ -122,8 +124,9 @@ class RunLogging:
                                                                trainer.iteration))
         if trainer.dist.enabled:
             lines.append(distributed.describe(trainer.dist, cfg, trainer.lr_factor))
-        for w in schedule.check(cfg.solver):
-            lines.append("LR schedule warning: " + w)
+        if not cfg.diagnostics.enabled:  # else the diagnostics' lr_schedule findings say it
+            for w in schedule.check(cfg.solver):
+                lines.append("LR schedule warning: " + w)
         self.info(*lines)
 
     def add(self, result):
@@ -138,17 +141,20 @@ class RunLogging:
         images_per_s is the rate over the flushed iterations' step time."""
         if not self.pending:
             return None
-        values = torch.stack([torch.stack([p.loss, p.accuracy, p.lr.float().abs()])
+        values = torch.stack([torch.cat([torch.stack([p.loss, p.accuracy, p.lr.float().abs()]),
+                                         p.outputs if p.outputs is not None else p.loss.new_zeros(0)])
                               for p in self.pending]).cpu().tolist()
         images = sum(p.images for p in self.pending)
         seconds = sum(p.seconds for p in self.pending)
         rate = images / seconds if seconds > 0 else None
         last = None
-        for p, (loss, acc, lr) in zip(self.pending, values):
+        for p, (loss, acc, lr, *outs) in zip(self.pending, values):
             lr = lr if lr_scale == 1.0 else lr * lr_scale
             last = {"phase": "train", "iteration": p.iteration, "loss": loss,
                     "smoothed_loss": self.smoothed.add(loss), "lr": lr, "accuracy": acc,
                     "images_per_s": rate}
+            if outs and len(outs) == len(self.outputs):
+                last["outputs"] = {b: v for (b, _), v in zip(self.outputs, outs)}
             self.records.write(last)
         self.pending = []
         return last
@@ -162,8 +168,11 @@ class RunLogging:
         self._displayed = (last["iteration"], step_seconds)
         iters_per_s = done / seconds if seconds > 0 else float("nan")
         images_per_s = iters_per_s * self.cfg.data.batch_size * self.cfg.solver.iter_size
+        outputs = ([(b, last["outputs"][b], w) for b, w in self.outputs]
+                   if "outputs" in last else None)
         self.info(*train_log_lines(last["iteration"], last["smoothed_loss"], last["lr"],
-                                   last["loss"], last["accuracy"], iters_per_s, images_per_s))
+                                   last["loss"], last["accuracy"], iters_per_s, images_per_s,
+                                   outputs=outputs))
         self.runlog.advance(0, loss=last["smoothed_loss"], lr=last["lr"])
 
     def advance(self, n=1):
@@ -182,11 +191,15 @@ class RunLogging:
 
 
 def _layer_summary(params):
-    """"conv1 .. fire9 (26 layers)" style text for a long param list."""
+    """"in conv1, fire2 .. fire9, conv10 (10 layers)" for a long param list, "(conv10_w,
+    conv10_b)" for a short one."""
     layers = list(dict.fromkeys(p.rsplit("_", 1)[0].split("/")[0] for p in params))
+    if len(params) <= 4:  # a classifier alone: its blobs say more than an exporter's layer id
+        return "(%s)" % ", ".join(params)
     if len(layers) <= 4:
-        return ", ".join(layers)
-    return "%s, %s .. %s, %s (%d layers)" % (layers[0], layers[1], layers[-2], layers[-1], len(layers))
+        return "in " + ", ".join(layers)
+    return "in %s, %s .. %s, %s (%d layers)" % (layers[0], layers[1], layers[-2], layers[-1],
+                                                len(layers))
 
 
 # ------------------------------------------------------------------------------ diagnostics
@@ -204,7 +217,14 @@ class RunDiagnostics:
         # a resumed run has trained weights: only a fresh one is compared with the zoo's values
         self.diag.on_start([nets.fwd_bwd, nets.update], nets.init, nets.params,
                            workspace.current(), zoo_model=None if resumed else nets.zoo_model,
-                           frozen_blobs=nets.frozen_blobs)
+                           frozen_blobs=nets.frozen_blobs, covered=nets.covered)
+
+    def state_dict(self):
+        return self.diag.state_dict()
+
+    def load_state_dict(self, state, nets):
+        """A checkpoint's diagnostics state (the guard's lr scaling, ...) into this run."""
+        self.diag.load_state_dict(state, workspace.current(), [nets.fwd_bwd.name, nets.update.name])
 
     def batch_is_quarantined(self, iteration, x, y, keys):
         return self.diag.on_batch(iteration, x, y, keys) == Action.SKIP
@@ -265,7 +285,8 @@ class Evaluation:
                   "top5": results["top5"], "loss": results["loss"], "images": results["images"]}
         trainer.logging.write(record)
         self.history.append(record)
-        trainer.logging.info(*eval_log_lines(trainer.iteration, results))
+        trainer.logging.info(*eval_log_lines(trainer.iteration, results,
+                                             labels=trainer.nets.test_names))
         return results
 
 
@@ -291,6 +312,9 @@ class Checkpoints:
             config=C.to_dict(self.cfg),
             trainer={"smoothed": smoothed_state, "best": dict(self.best),
                      "history": {"eval": history}, "class_names": trainer.class_names,
+                     # the guard's lr cut, quarantine, ...: a resume continues the same run
+                     "diagnostics": trainer.diagnostics.state_dict()
+                     if trainer.diagnostics is not None else {},
                      "test_net": nets.test.SerializeToString(),
                      "io": dict({"data": nets.data, "label": nets.label, "probs": nets.probs,
                                  "crop_size": self.cfg.data.crop_size,
@@ -323,7 +347,8 @@ class Checkpoints:
 
     def restore(self, trainer, state):
         """Blobs, reader position, RNGs and iteration of `state` into the run; returns the
-        trainer-side state (smoothed-loss window, eval history)."""
+        trainer-side state (smoothed-loss window, eval history). The diagnostics' state
+        (`diagnostics_state`) goes back once the diagnostics exist (RunDiagnostics)."""
         missing = [b for b in trainer.state_blobs if b not in state["blobs"]]
         if missing:
             raise TrainingError("checkpoint %s lacks blobs %s that this config's nets need (was it "
@@ -346,6 +371,7 @@ class Checkpoints:
         trainer.iteration = int(state["iteration"])
         saved = state.get("trainer", {})
         self.best = dict(saved.get("best", self.best))
+        trainer.diagnostics_state = saved.get("diagnostics") or {}
         return saved.get("smoothed"), saved.get("history", {}).get("eval", [])
 
 

@@ -19,9 +19,11 @@ back in the workspace). The hooks (hooks.py) own the rest, one concern each: Run
 RunDiagnostics, Evaluation, Checkpoints, Distributed.
 
 Iteration i (1-based) is the i-th weight update; its LearningRate op sees ITER = i, exactly as
-Caffe2's build_sgd sets it up. Evaluation every `test_interval`, checkpoints every `snapshot`
+Caffe2's build_sgd sets it up, or i - 1 in a Caffe solver run (solver.lr_numbering "caffe": the
+counter is incremented after LearningRate reads it, as Caffe's SGDSolver reads iter_ first). Evaluation every `test_interval`, checkpoints every `snapshot`
 (after the evaluation of the same iteration, so they carry its best accuracy) and at the end.
-Resuming restores blobs, reader position and every RNG, so 2N iterations equal N + resume + N.
+Resuming restores blobs, reader position, every RNG and the diagnostics' state (the divergence
+guard's lr cut, its quarantine), so 2N iterations equal N + resume + N.
 
 Ctrl-C: the first SIGINT sets a flag; the loop stops at the end of the current iteration, writes
 a checkpoint and `fine_tune` returns with `interrupted=True` (tools/train.py exits 130). A
@@ -49,8 +51,9 @@ from food101.data.augment import Augment, check_mean_image, crop_size_of
 from food101.data.reader import LMDBReader
 from food101.data.writer import read_metadata as read_lmdb_metadata
 from food101.data.resident import DeviceResidentDataset
-from food101.diagnostics import Action
+from food101.diagnostics import WARNING, Action, Finding
 from food101.inference.evaluate import write_results
+from food101.interop.backbone import backbone_name
 from food101.interop.caffe import netfile
 from food101.interop.deploy import ModelMetadata, write_deploy
 from food101 import checkpoint as ckpt
@@ -114,6 +117,7 @@ class Trainer:
         if cfg.model.num_classes == 0:  # the default: as many outputs as the LMDB has classes
             cfg = C.merge(cfg, {"model.num_classes": len(dataset_classes(cfg))},
                           "the train LMDB's classes")
+        cfg = C.resolve_snapshot_prefix(cfg, model_name(cfg.model))
         self.cfg = C.validate(C.resolve_seed(cfg))
         self.cfg, self.dist = distributed.join(self.cfg, error=TrainingError)  # torchrun ranks
         self.device, self.device_option = select_device(self.cfg.solver)
@@ -128,6 +132,9 @@ class Trainer:
         self.input_mean = None          # data.mean, or data.mean_file's C x H x W mean image
         self.class_names, self.state_blobs, self.accumulators = [], [], {}
         self.frozen_before = {}
+        self.trained_before = {}        # checksums of the trained params when the run starts
+        self._start_iteration = 0
+        self._created_dirs = []         # folders this run created (removed again on an early Ctrl-C)
         self._in_step = False
         self._in_flight = collections.deque()
         # the hooks, one concern each
@@ -136,6 +143,7 @@ class Trainer:
         self.evaluation = Evaluation(self.cfg, self.dist)
         self.distributed = Distributed(self.dist)
         self.diagnostics = None         # created once the outputs are open (it logs to them)
+        self.diagnostics_state = {}     # a resumed checkpoint's diagnostics state, for them
 
     def path(self, *parts):
         return os.path.join(self.cfg.train.output_dir, *parts)
@@ -178,12 +186,15 @@ class Trainer:
                                     data.crop_size, _crop_origin(cfg), h, w, data.train_lmdb,
                                     min(h, w)))
         self.input_mean = input_mean(data, self.reader.image_shape)
+        snapshots = os.path.dirname(C.snapshot_prefix(self.cfg)) or "."
+        self._created_dirs = [d for d in (self.path(), snapshots) if not os.path.isdir(d)]
         os.makedirs(self.path(), exist_ok=True)  # only once the data is known to be usable
         self.aug_generator = torch.Generator().manual_seed(seed + 1)
         self.augment = Augment(data.crop_size, train=True, mirror=data.mirror, mean=self.input_mean,
                                device=self.device, generator=self.aug_generator)
         self.nets = build_training_nets(cfg, self.class_names, self.device_option,
                                         tuple(self.reader.image_shape))
+        self.logging.outputs = self.nets.outputs
         self.lr_factor = distributed.prepare_training_nets(self.nets, cfg, self.dist)
         for net in self.nets.init:
             workspace.RunNetOnce(net)
@@ -206,6 +217,31 @@ class Trainer:
                                                 error=TrainingError)
         smoothed_state, self.evaluation.history = self.checkpoints.restore(self, state)
         return smoothed_state
+
+    def _no_progress_findings(self):
+        """Findings for a run that trained nothing in the end: its last update had lr 0 (it
+        changed no weight), or no trained parameter differs from its value at the start."""
+        found = []
+        if self.last_step is None:
+            return found
+        solver = self.cfg.solver
+        if float(self.last_step.lr.reshape(-1)[0]) == 0.0 and solver.base_lr > 0:
+            hint = (" lr_policy poly reaches 0 at max_iter with Caffe2's numbering (update i uses "
+                    "the rate at i); Caffe's numbering (--set solver.lr_numbering=caffe, what a "
+                    "solver.prototxt sets) uses the rate at i - 1, which is not 0."
+                    if solver.lr_policy == "poly" and solver.lr_numbering == "caffe2" else "")
+            found.append(Finding("last_update_lr_zero", WARNING,
+                                 "the last update (iteration %d) had learning rate 0, so it "
+                                 "changed no weight.%s" % (self.last_step.iteration, hint),
+                                 iteration=self.last_step.iteration))
+        if self.trained_before and not audit_frozen(self.trained_before).changed:
+            found.append(Finding("no_param_changed", WARNING,
+                                 "no trained parameter changed in this run (%d params, iterations "
+                                 "%d..%d): every update had learning rate 0 or zero gradients; "
+                                 "the weights saved are the ones it started from"
+                                 % (len(self.trained_before), self._start_iteration + 1,
+                                    self.iteration), iteration=self.iteration))
+        return found
 
     def _class_names(self, reader):
         return dataset_classes(self.cfg, reader.classes)
@@ -311,7 +347,8 @@ class Trainer:
         self._in_step = True
         distributed.decorrelate_rngs(self.cfg.solver.random_seed, self.iteration, self.dist,
                                      workspace.current(), [self.aug_generator])
-        losses, accs = [], []
+        losses, accs, outs = [], [], []
+        shown = [b for b, _ in self.nets.outputs]  # a Caffe net's own outputs (else none)
         for k in range(self.cfg.solver.iter_size):
             x, y = self._next_train_batch()
             while k == 0 and self.diagnostics.batch_is_quarantined(
@@ -322,6 +359,9 @@ class Trainer:
                 workspace.RunNet(self.nets.fwd_bwd.name)
             losses.append(workspace.FetchTensor(self.nets.loss).detach().float().reshape(()))
             accs.append(workspace.FetchTensor(self.nets.accuracy).detach().float().reshape(()))
+            if shown:
+                outs.append(torch.stack([workspace.FetchTensor(b).detach().float().reshape(())
+                                         for b in shown]))
         workspace.RunNet(self.nets.update.name)
         self.iteration += 1
         self._in_step = False
@@ -332,6 +372,7 @@ class Trainer:
             loss=losses[0] if len(losses) == 1 else torch.stack(losses).mean(),
             accuracy=accs[0] if len(accs) == 1 else torch.stack(accs).mean(),
             lr=workspace.FetchTensor(self.nets.lr_blob).detach().reshape(-1)[0],
+            outputs=None if not outs else outs[0] if len(outs) == 1 else torch.stack(outs).mean(0),
             images=self.cfg.data.batch_size * self.cfg.solver.iter_size * self.dist.world_size,
             seconds=seconds)
         self.logging.add(self.last_step)
@@ -341,18 +382,26 @@ class Trainer:
     def run(self):
         """Train to solver.max_iter; returns the result dict (see fine_tune)."""
         t_start = time.perf_counter()
+        resumed = self.resume_from is not None
         try:
             smoothed_state = self.setup()
+            start_iteration = self._start_iteration = self.iteration
+            self.trained_before = frozen_checksums(self.nets.params)
+            config_path = self.logging.open(start_iteration, resumed, self.dist.is_rank0,
+                                            smoothed_state)
+            self.diagnostics = RunDiagnostics(self.cfg, self.path(), self.logging)
+            self.diagnostics.start(self.nets, resumed)
+            if resumed:
+                self.diagnostics.load_state_dict(self.diagnostics_state, self.nets)
+        except KeyboardInterrupt:  # Ctrl-C before the first update: nothing to save
+            self._abandon_start()
+            return self._result(interrupted=True, checkpoint=None, seconds=0.0,
+                                start_iteration=self.iteration, config_path=None)
         except BaseException:
             if self.reader is not None:
                 self.reader.close()
+            self._remove_empty_created_dirs()  # a model that fails to load leaves no empty folder
             raise
-        start_iteration = self.iteration
-        resumed = self.resume_from is not None
-        config_path = self.logging.open(start_iteration, resumed, self.dist.is_rank0,
-                                        smoothed_state)
-        self.diagnostics = RunDiagnostics(self.cfg, self.path(), self.logging)
-        self.diagnostics.start(self.nets, resumed)
         summary = dict(start_iteration=start_iteration, config_path=config_path)
         try:
             interrupted = self._loop(config_path, start_iteration)
@@ -383,15 +432,37 @@ class Trainer:
             if self.frozen_before:
                 self.logging.info(audit.report())
             audit.check()  # a frozen blob that moved is a bug, not a result
+            warnings = self._no_progress_findings() if self.iteration > start_iteration else []
+            self.diagnostics.diag.add_findings(warnings)
             final_eval = self._test_and_keep_best(final=True) if self.cfg.data.test_lmdb else None
             path = self.checkpoints.saved_at(self.iteration) or self.save()
             artefacts = self._artefacts(final_eval)
             return self._result(interrupted=False, checkpoint=path, seconds=train_seconds,
                                 final_eval=final_eval, frozen_audit=audit.report(), **summary,
-                                **artefacts)
+                                warnings=[str(f) for f in warnings], **artefacts)
         finally:
             self.logging.close()
             self.reader.close()
+
+    def _abandon_start(self):
+        """After a Ctrl-C during setup: close what is open and, for a fresh run, remove what it
+        wrote (its config, log and metrics files, the output folder it created), so no half
+        run is left behind. A resumed run keeps its folder: its checkpoints are still good."""
+        self.logging.close()
+        if self.reader is not None:
+            self.reader.close()
+        if self.resume_from is not None or not self.dist.is_rank0:
+            return
+        snapshots = os.path.dirname(C.snapshot_prefix(self.cfg)) or "."
+        for path in [self.path(n) for n in self.RUN_FILES] + [os.path.join(snapshots, "config.yaml")]:
+            if os.path.isfile(path):
+                os.remove(path)
+        self._remove_empty_created_dirs()
+
+    def _remove_empty_created_dirs(self):
+        for folder in reversed(self._created_dirs):  # the snapshots folder before the run's
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
 
     def _loop(self, config_path, start_iteration):
         """Iterations up to solver.max_iter; True when Ctrl-C stopped them."""
@@ -511,6 +582,14 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
 
+def model_name(model_cfg):
+    """The short name of the model a run trains (snapshot file names): the Caffe net's, the
+    zoo_dir model's, else the Model Zoo SqueezeNet's."""
+    path = model_cfg.caffe_net or (model_cfg.zoo_dir if not model_cfg.zoo_dir.endswith(
+        ".caffemodel") else "")
+    return backbone_name(path) if path and os.path.exists(path) else "squeezenet"
+
+
 def input_mean(data, image_shape):
     """What the run subtracts: data.mean, or data.mean_file's mean image (Caffe's mean_file),
     which must have the C x H x W of the train records and of the test records."""
@@ -603,7 +682,8 @@ def fine_tune(config=None, resume=None, overrides=None, stream=None):
 
     Returns a dict: interrupted, iteration, checkpoint (path), best {top1, iteration, path},
     top1/top5 (final evaluation), output_dir, metrics_path, log_path, eval_path, plots {name:
-    path}, deploy_dir, final_loss (smoothed), iterations_run, seconds, iters_per_s."""
+    path}, deploy_dir, final_loss (smoothed), iterations_run, seconds, iters_per_s, warnings
+    (a finished run that changed no weight, or whose last update had lr 0)."""
     if isinstance(config, C.Config):
         cfg = config
     elif isinstance(config, dict):

@@ -52,21 +52,33 @@ def _fmt(x):
     return "%.6g" % x
 
 
-def train_log_lines(iteration, smoothed_loss, lr, loss, accuracy, iters_per_s=None, images_per_s=None):
+def train_log_lines(iteration, smoothed_loss, lr, loss, accuracy, iters_per_s=None, images_per_s=None,
+                    outputs=None):
+    """Caffe's display lines. outputs: [(name, value, loss_weight or None)], the net's outputs
+    as Caffe lists them (every loss top with its weight: GoogLeNet's loss1/2/3); default the
+    accuracy and the loss."""
     speed = ""
     if iters_per_s is not None and images_per_s is not None:
         speed = " (%.3g iter/s, %.4g images/s)" % (iters_per_s, images_per_s)
-    return [
-        "Iteration %d, loss = %s, lr = %s%s" % (iteration, _fmt(smoothed_loss), _fmt(lr), speed),
-        "    Train net output #0: accuracy = %s" % _fmt(accuracy),
-        "    Train net output #1: loss = %s (* 1 = %s loss)" % (_fmt(loss), _fmt(loss)),
-    ]
+    if outputs is None:
+        outputs = [("accuracy", accuracy, None), ("loss", loss, 1.0)]
+    lines = ["Iteration %d, loss = %s, lr = %s%s" % (iteration, _fmt(smoothed_loss), _fmt(lr), speed)]
+    for k, (name, value, weight) in enumerate(outputs):
+        weighted = " (* %s = %s loss)" % (_fmt(weight), _fmt(value * weight)) if weight else ""
+        lines.append("    Train net output #%d: %s = %s%s" % (k, name, _fmt(value), weighted))
+    return lines
 
 
-def eval_log_lines(iteration, results, names=("top1", "top5", "loss")):
+def eval_log_lines(iteration, results, names=("top1", "top5", "loss"), labels=None):
+    """Caffe's test lines; labels: {"top1": the net's own name ("accuracy"), ...}: only those
+    are shown (what the net outputs), listed by name as Caffe lists a net's outputs."""
+    if labels:
+        shown = sorted((labels[n], n) for n in names if n in results and n in labels)
+    else:
+        shown = [(n, n) for n in names if n in results]
     lines = ["Iteration %d, Testing net (#0)" % iteration]
-    for k, name in enumerate(n for n in names if n in results):
-        lines.append("    Test net output #%d: %s = %s" % (k, name, _fmt(results[name])))
+    for k, (label, name) in enumerate(shown):
+        lines.append("    Test net output #%d: %s = %s" % (k, label, _fmt(results[name])))
     lines.extend("    Finding: %s" % f for f in results.get("findings", ()))
     return lines
 

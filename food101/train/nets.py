@@ -46,6 +46,11 @@ class TrainingNets:
     frozen_blobs: list = dataclasses.field(default_factory=list)
     zoo_model: object = None        # the zoo model as loaded (its pretrained values)
     notes: list = dataclasses.field(default_factory=list)  # translation notes, Caffe findings
+    # a Caffe net's outputs the log shows, [(blob, loss_weight or None)] (Caffe's "Train net
+    # output #k"); empty: the accuracy and the loss
+    outputs: list = dataclasses.field(default_factory=list)
+    test_names: dict = dataclasses.field(default_factory=dict)  # {"top1": the net's name, ...}
+    covered: set = dataclasses.field(default_factory=set)  # diagnostics codes the notes say
 
 
 def split_at_gradient(netdef, name):
@@ -104,10 +109,36 @@ def build_training_nets(cfg, class_names, device_option, image_shape=None):
     """Train (forward+backward, update) and test nets of the fine-tuning run, on the device.
     image_shape: the records' C x H x W (a Caffe net's input channels and, without crop_size,
     its input size come from them, as in Caffe)."""
+    nets = (_caffe_training_nets(cfg, class_names, device_option, image_shape)
+            if cfg.model.caffe_net else _zoo_training_nets(cfg, class_names, device_option))
+    if cfg.solver.lr_numbering == "caffe":
+        read_iteration_before_increment(nets.update)
+    return nets
+
+
+def read_iteration_before_increment(update):
+    """Caffe's order in an update net (in place): the ops that read the optimizer's iteration
+    counter (LearningRate) run before the Iter/AtomicIter that increments it, so update k
+    computes its rate at k - 1, as Caffe's SGDSolver reads iter_ and increments it after the
+    update. Caffe2's build_sgd increments first: update k reads k."""
+    ops = list(update.op)
+    counters = [i for i, op in enumerate(ops) if op.type in ("Iter", "AtomicIter")]
+    for index in reversed(counters):
+        counter = ops[index].output[0]
+        readers = [i for i, op in enumerate(ops) if i != index and counter in op.input]
+        if not readers or max(readers) < index:
+            continue
+        ops.insert(max(readers), ops.pop(index))  # right after the last reader
+    del update.op[:]
+    update.op.extend(ops)
+    return update
+
+
+def _zoo_training_nets(cfg, class_names, device_option):
+    """The zoo model (model.zoo_dir, else SqueezeNet) with a new classifier as the run's nets."""
     model_cfg, solver = cfg.model, cfg.solver
-    if model_cfg.caffe_net:
-        return _caffe_training_nets(cfg, class_names, device_option, image_shape)
     zoo_model, zoo_note = load_zoo_model(model_cfg)
+    notes = [_classifier_note(zoo_model, model_cfg)]
     food = zoo.replace_classifier(zoo_model, model_cfg.num_classes, class_names=list(class_names),
                                   weight_init=model_cfg.weight_init, bias_init=model_cfg.bias_init)
     choice = dict(freeze_up_to=model_cfg.freeze_up_to or None,
@@ -137,7 +168,17 @@ def build_training_nets(cfg, class_names, device_option, image_shape=None):
         accuracy=info.accuracy_blob, probs=test.finetune.output_blob,
         params=[str(p) for p in train.GetParams()], lr_blob=lr_blob, lr_scale=lr_scale,
         class_names=list(class_names), train_model=train, zoo_note=zoo_note,
-        frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model)
+        frozen_blobs=list(info.frozen_blobs), zoo_model=zoo_model, notes=notes)
+
+
+def _classifier_note(zoo_model, model_cfg):
+    """What classifier surgery does to the backbone, as the Caffe route says it."""
+    clf = zoo.find_classifier(zoo_model.predict_net)
+    name = clf.op.name or clf.op.output[0]
+    return ("%s: classifier (%s %s) outputs %d -> %d (the training set's classes); its weights "
+            "start from model.weight_init %s" % (name, clf.op.type, clf.weight,
+                                                  zoo_model.num_classes, model_cfg.num_classes,
+                                                  model_cfg.weight_init))
 
 
 def _caffe_training_nets(cfg, class_names, device_option, image_shape=None):
@@ -155,7 +196,8 @@ def _caffe_training_nets(cfg, class_names, device_option, image_shape=None):
         probs=built["probs"], params=[str(p) for p in train.GetParams()], lr_blob=lr_blob,
         lr_scale=lr_scale, class_names=list(class_names), train_model=train,
         zoo_note=built["note"], frozen_blobs=built["frozen_blobs"], zoo_model=None,
-        notes=built["notes"])
+        notes=built["notes"], outputs=built["outputs"], test_names=built["test_names"],
+        covered=built["covered"])
 
 
 def _base_lr_blob(update, base_lr):

@@ -3,14 +3,16 @@
 The rates come from `food101.caffe2.ops.learning_rate.learning_rate`, the function behind the
 `LearningRate` op, so what is printed here is what the training net computes. Caffe2's
 `build_sgd` increments the iteration counter before the `LearningRate` op, so update number i
-(1-based, the `Iteration i` of the log) uses the rate at i:
+(1-based, the `Iteration i` of the log) uses the rate at i; a Caffe solver run
+(solver.lr_numbering "caffe") uses the rate at i - 1, as Caffe's SGDSolver does
+(config.lr_iteration):
 
     >>> rates(solver)[1]   # rate of the first update
 """
 import math
 
 from food101.caffe2.ops.learning_rate import LR_POLICIES, LRSchedule, check_schedule, learning_rate
-from food101.train.config import lr_policy_args
+from food101.train.config import lr_iteration, lr_policy_args
 
 
 def schedule_for(solver):
@@ -18,17 +20,18 @@ def schedule_for(solver):
     return solver.lr_policy, solver.base_lr, lr_policy_args(solver)
 
 
-def rate_at(solver, iteration):
+def rate_at(solver, update):
+    """The rate weight update `update` (1-based) trains with."""
     policy, base_lr, args = schedule_for(solver)
-    return learning_rate(policy, iteration, base_lr, **args)
+    return learning_rate(policy, lr_iteration(solver, update), base_lr, **args)
 
 
-def rates(solver, iterations=None):
-    """{iteration: rate} for `iterations` (default: every update 1..max_iter)."""
+def rates(solver, updates=None):
+    """{update: rate} for `updates` (default: every update 1..max_iter)."""
     policy, base_lr, args = schedule_for(solver)
     schedule = LRSchedule(policy, base_lr, args)
-    its = range(1, solver.max_iter + 1) if iterations is None else iterations
-    return {int(i): schedule(int(i)) for i in its}
+    its = range(1, solver.max_iter + 1) if updates is None else updates
+    return {int(i): schedule(lr_iteration(solver, int(i))) for i in its}
 
 
 def check(solver):
@@ -36,13 +39,18 @@ def check(solver):
     return check_schedule(policy, base_lr, solver.max_iter, **args)
 
 
-def report(policy, base_lr, max_iter, policy_args, points=20, plot_path=None, title=None):
+def report(policy, base_lr, max_iter, policy_args, points=20, plot_path=None, title=None,
+           offset=0):
     """Rates of a schedule over `max_iter` updates, its warnings and (optionally) a plot.
 
-    Returns {"rows": [(iteration, rate)], "warnings": [...], "plot": path or None}; the rows are
-    `points` evenly spaced iterations plus every iteration where a piecewise-constant rate
-    changes (at most 50 of those)."""
-    schedule = LRSchedule(policy, base_lr, policy_args)
+    Returns {"rows": [(update, rate)], "warnings": [...], "plot": path or None}; the rows are
+    `points` evenly spaced updates plus every update where a piecewise-constant rate changes
+    (at most 50 of those). Update i uses the policy at i + offset (-1: Caffe's numbering)."""
+    base_schedule = LRSchedule(policy, base_lr, policy_args)
+
+    def schedule(update):
+        return base_schedule(update + offset)
+
     step = max(1, max_iter // 100000)
     its = list(range(1, max_iter + 1, step))
     if its[-1] != max_iter:
@@ -64,10 +72,14 @@ def report(policy, base_lr, max_iter, policy_args, points=20, plot_path=None, ti
     return {"rows": rows, "warnings": warnings, "plot": plot}
 
 
-def format_report(policy, base_lr, max_iter, policy_args, result):
+NUMBERING_NOTES = {0: "update i uses the policy at iteration i (Caffe2's build_sgd)",
+                   -1: "update i uses the policy at iteration i - 1 (Caffe's SGDSolver)"}
+
+
+def format_report(policy, base_lr, max_iter, policy_args, result, offset=0):
     args = ", ".join("%s=%s" % kv for kv in sorted(policy_args.items()))
-    lines = ["lr_policy %s, base_lr %g%s, %d iterations" % (policy, base_lr,
-                                                            ", " + args if args else "", max_iter),
+    lines = ["lr_policy %s, base_lr %g%s, %d iterations; %s" % (
+                 policy, base_lr, ", " + args if args else "", max_iter, NUMBERING_NOTES[offset]),
              "%10s  %s" % ("iteration", "lr")]
     lines += ["%10d  %.6g" % (i, r) if math.isfinite(r) else "%10d  %r  <-- not finite" % (i, r)
               for i, r in result["rows"]]
@@ -116,5 +128,7 @@ def schedule_report(config=None, solver=None, overrides=None, policy=None, base_
     max_iter = cfg.solver.max_iter if max_iter is None else max_iter
     if max_iter < 1:
         raise ValueError("max_iter must be >= 1, got %d" % max_iter)
-    result = report(policy, base_lr, max_iter, args, points=points, plot_path=plot_path)
-    return format_report(policy, base_lr, max_iter, args, result), result["warnings"]
+    offset = lr_iteration(cfg.solver, 1) - 1  # a solver.prototxt: Caffe's numbering
+    result = report(policy, base_lr, max_iter, args, points=points, plot_path=plot_path,
+                    offset=offset)
+    return format_report(policy, base_lr, max_iter, args, result, offset), result["warnings"]

@@ -124,3 +124,17 @@ def test_nan_rate_past_max_iter_shows_in_the_divergence_report(tmp_path):
     # the NaN entered through the weights the previous update wrote
     assert report.first_nonfinite[0]["stage"] == "input"
     assert report.first_nonfinite[0]["blob"] in ("fc_w", "fc_b")
+
+
+def test_lr_mult_groups_on_one_schedule_give_one_finding():
+    """Caffe's lr_mult makes one LearningRate op per multiplier (weights x1, biases x2), all on
+    the same poly schedule: the schedule is reported once, not once per op."""
+    model = small_model("groups")
+    doubled = optimizer.SgdOptimizer(0.02, policy="poly", power=0.5, max_iter=100, momentum=0.9)
+    model.get_param_info(model.params[1]).optimizer = doubled   # the bias, lr_mult 2
+    optimizer.build_sgd(model, base_learning_rate=0.01, policy="poly", power=0.5, max_iter=100,
+                        momentum=0.9)
+    ops = [op for op in model.net.Proto().op if op.type == "LearningRate"]
+    assert len(ops) == 2
+    found = analyze_nets(model.net, model.param_init_net, model.params, max_iter=100)
+    assert [f.code for f in found].count("lr_poly_power") == 1

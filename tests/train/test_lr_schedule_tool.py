@@ -51,8 +51,9 @@ def test_solver_prototxt_multistep(capsys, tmp_path):
     code, out, _ = run_tool(capsys, "--solver", str(solver))
     assert code == 0
     table = rows(out)
-    assert table[9] == pytest.approx(0.1) and table[10] == pytest.approx(0.01)
-    assert table[20] == pytest.approx(0.001, rel=1e-5)
+    # Caffe's numbering: update k uses iter_ k - 1, so stepvalue 10 takes effect at update 11
+    assert table[10] == pytest.approx(0.1) and table[11] == pytest.approx(0.01)
+    assert table[21] == pytest.approx(0.001, rel=1e-5)
 
 
 def test_any_caffe2_policy_by_name(capsys):

@@ -52,8 +52,10 @@ def read_text(path, message, dropped=None):
 
 def parse_text(text, message, path="<text>", dropped=None):
     """text_format.Merge (Caffe's own parser merges too: a repeated singular field keeps the last
-    value), dropping unknown fields of augmentation messages with a warning; each dropped field
-    is appended to `dropped` as (layer name, message type, field)."""
+    value), dropping unknown fields of augmentation messages: each dropped field is appended to
+    `dropped` as (layer name, message type, field) when the caller passes a list (it reports
+    them itself, e.g. once per run however often the file is read), else logged as a warning."""
+    report = dropped is None
     dropped = [] if dropped is None else dropped
     first = len(dropped)
     while True:
@@ -76,9 +78,8 @@ def parse_text(text, message, path="<text>", dropped=None):
             text = _drop_field(text, at, field, path)
             dropped.append((where, owner.split(".")[-1], field))
             message.Clear()
-    for where, owner, field in dropped[first:]:
-        log.warning("%s: layer %r: %s field %r is not BVLC Caffe (%s): ignored", path, where,
-                    owner, field, IGNORABLE_IN["caffe." + owner])
+    for where, owner, field in (dropped[first:] if report else ()):
+        log.warning("%s: layer %r: %s", path, where, dropped_field_note(owner, field))
     return message
 
 
@@ -116,8 +117,15 @@ def _layer_at(text, offset):
     return name.group(1) if name else None
 
 
+def dropped_field_note(owner, field):
+    """What a dropped fork field means, for a caller that collected it (parse_text's `dropped`)."""
+    return "%s field %r is not BVLC Caffe (%s): ignored" % (owner, field,
+                                                            IGNORABLE_IN["caffe." + owner])
+
+
 def read_net(path, dropped=None):
-    """A net .prototxt -> NetParameter with V2 `layer`s (V1 `layers` upgraded)."""
+    """A net .prototxt -> NetParameter with V2 `layer`s (V1 `layers` upgraded); `dropped`: see
+    parse_text."""
     return upgrade_v1(read_text(path, caffe_pb2.NetParameter(), dropped))
 
 

@@ -66,6 +66,7 @@ class Translation:
     def __init__(self, name, phase, is_test):
         self.name, self.phase, self.is_test = name, phase, is_test
         self.trainer = False             # the trainer's translation (see translate)
+        self.log_notes = True            # log each note as it is made (see translate)
         self.ops = []
         self.params = OrderedDict()      # blob -> Param
         self.inputs = OrderedDict()      # blob -> shape (Input layers, input_shape, input_dim)
@@ -127,7 +128,8 @@ class Translation:
 
     def note(self, layer, message, level=logging.WARNING):
         self.notes.append((layer.name, message))
-        log.log(level, "layer %r (%s): %s", layer.name, layer.type, message)
+        if self.log_notes:  # else the caller shows `notes` itself (the trainer's start-up lines)
+            log.log(level, "layer %r (%s): %s", layer.name, layer.type, message)
 
     # ------------------------------------------------------------ results
     def predict_net(self):
@@ -184,7 +186,7 @@ def should_include(layer, state):
 
 
 def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_state=None,
-              input_dims=None, data_shapes=None, trainer=False):
+              input_dims=None, data_shapes=None, trainer=False, log_notes=True):
     """Translate `caffe_net` (NetParameter) for one phase; weights from `pretrained_net`
     (a NetParameter from a .caffemodel) by layer name, else from the layers' fillers.
 
@@ -198,7 +200,8 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
     gives ~0 gradient once a label's probability is below the 1e-20 clamp), and a training
     BatchNorm keeps Caffe's running statistics (CaffeBatchNormStats: its scale factor, the
     m/(m-1) variance correction) instead of SpatialBN's momentum average. By default the
-    translation is op for op Caffe2's translator's."""
+    translation is op for op Caffe2's translator's. log_notes: also log each note (ignored
+    fork fields, ...) as it is made; the notes are in the result's `notes` either way."""
     state = caffe_pb2.NetState()
     if net_state is not None:
         state.CopyFrom(net_state)
@@ -207,6 +210,7 @@ def translate(caffe_net, pretrained_net=None, phase=None, is_test=None, net_stat
     is_test = (state.phase == caffe_pb2.TEST) if is_test is None else bool(is_test)
     t = Translation(caffe_net.name or "caffe_net", caffe_pb2.Phase.Name(state.phase), is_test)
     t.trainer = bool(trainer)
+    t.log_notes = bool(log_notes)
     t.data_shapes.update(data_shapes or {})
     _net_inputs(caffe_net, t, input_dims)
     t.input_dims = input_dims
