@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from food101.caffe2.ops.conv_pool_base import pad_widths
+
 THREADS = 1  # backward threads; 0: torch's intra-op thread count
 _DTYPES = (torch.float32, torch.float64)
 
@@ -39,10 +41,7 @@ def supports(x):
 def window_max(x, kernels, strides, heads, tails, dilations):
     """The max of each window of x (N x C x spatial), padding (heads, tails) as -inf."""
     if any(heads) or any(tails):
-        widths = []
-        for head, tail in zip(reversed(heads), reversed(tails)):
-            widths += [head, tail]
-        x = F.pad(x, widths, value=float("-inf"))
+        x = F.pad(x, pad_widths(heads, tails), value=float("-inf"))
     for dim, (k, s, d) in enumerate(zip(kernels, strides, dilations), start=2):
         outs = (x.shape[dim] - (k - 1) * d - 1) // s + 1
         taps = [x.narrow(dim, t * d, (outs - 1) * s + 1) for t in range(k)]
