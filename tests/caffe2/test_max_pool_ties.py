@@ -150,3 +150,32 @@ def test_caffe2_fixture_gradients_bit_for_bit(case):
         assert np.array_equal(outputs[name], data["out:" + name])
     for name in case["grads"]:
         assert np.array_equal(grads[name], data["grad:" + name])
+
+
+def test_random_geometries_bit_for_bit():
+    """1-3 spatial dims, strides larger than the kernel (rows no window reaches), dilation and
+    padding, on tie-heavy integers: the separable maxima and the compiled backward against
+    Caffe2's loops."""
+    rng = np.random.RandomState(0)
+    checked = 0
+    for _ in range(60):
+        nd = rng.choice([1, 2, 3])
+        sizes, kernels = tuple(rng.randint(3, 9, nd)), tuple(rng.randint(1, 4, nd))
+        strides, dilations = tuple(rng.randint(1, 4, nd)), tuple(rng.randint(1, 3, nd))
+        spans = [d * (k - 1) + 1 for k, d in zip(kernels, dilations)]
+        heads = tuple(int(min(h, span // 2)) for h, span in zip(rng.randint(0, 2, nd), spans))
+        outs = tuple((n + 2 * h - span) // s + 1
+                     for n, h, span, s in zip(sizes, heads, spans, strides))
+        if min(outs) < 1:
+            continue
+        x = rng.randint(0, 3, (2, 3) + sizes).astype(np.float32)
+        dy = rng.randn(2, 3, *outs).astype(np.float32)
+        y_ref, dx_ref = caffe2_max_pool(x, kernels, strides, heads, outs, dilations, dy)
+        X = torch.from_numpy(x)
+        Y = max_pool_kernel.window_max(X, kernels, strides, heads, heads, dilations)
+        dX = max_pool_kernel.backward(X, Y, torch.from_numpy(dy), list(kernels), list(strides),
+                                      list(heads), list(dilations))
+        assert np.array_equal(Y.numpy(), y_ref), (sizes, kernels, strides, dilations, heads)
+        assert np.array_equal(dX.numpy(), dx_ref), (sizes, kernels, strides, dilations, heads)
+        checked += 1
+    assert checked >= 40

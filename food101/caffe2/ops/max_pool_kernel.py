@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from food101.caffe2.ops.conv_pool_base import pad_widths
 
-THREADS = 1  # backward threads; 0: torch's intra-op thread count
+THREADS = 0  # backward threads; 0: torch's intra-op thread count
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -73,8 +73,9 @@ def _tap_offsets(size, kernel, dilation):
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
 def _backward_planes(x, y, dy, dx, zero, start, stop, size, out, kernel, stride, pad, dilation):
-    """dx[p] += dy at every tap equal to its window's y, windows in raster order (Caffe2's).
-    All arrays are planes x flattened spatial, C order; zero is 0 in dx's dtype."""
+    """dx[p] = the sum of dy over the windows whose y each tap equals, windows in raster order
+    (Caffe2's). All arrays are planes x flattened spatial, C order; zero is 0 in dx's dtype;
+    dx comes uninitialised."""
     D, H, W = size
     Do, Ho, Wo = out
     kd, kh, kw = kernel
@@ -82,10 +83,16 @@ def _backward_planes(x, y, dy, dx, zero, start, stop, size, out, kernel, stride,
     offsets = _tap_offsets(size, kernel, dilation)
     for p in range(start, stop):
         o = 0
+        zeroed = 0  # dx[p, :zeroed] is zero or accumulated: zeroed row by row just before use
         for od in range(Do):
             d0 = od * stride[0] - pad[0]
             for oh in range(Ho):
                 h0 = oh * stride[1] - pad[1]
+                # the last input row this output row's windows reach (while it is in cache)
+                reach = (min(D - 1, d0 + spans[0] - 1) * H + min(H - 1, h0 + spans[1] - 1) + 1) * W
+                if reach > zeroed:
+                    dx[p, zeroed:reach] = zero
+                    zeroed = reach
                 for ow in range(Wo):
                     w0 = ow * stride[2] - pad[2]
                     m = y[p, o]
@@ -113,6 +120,7 @@ def _backward_planes(x, y, dy, dx, zero, start, stop, size, out, kernel, stride,
                                 w = w0 + c * dilation[2]
                                 if 0 <= w < W and x[p, (d * H + h) * W + w] == m:
                                     dx[p, (d * H + h) * W + w] += g
+        dx[p, zeroed:] = zero  # rows no window reaches
 
 
 _pool = None
@@ -161,7 +169,7 @@ def _planes(t):
 def backward(x: torch.Tensor, Y: torch.Tensor, dY: torch.Tensor, kernels: List[int],
              strides: List[int], heads: List[int], dilations: List[int]) -> torch.Tensor:
     """dX with dY added to every input equal to its window's max (Caffe2's MaxPoolGradient)."""
-    dx = torch.zeros((x.shape[0] * x.shape[1], math.prod(x.shape[2:])), dtype=x.dtype)
+    dx = torch.empty((x.shape[0] * x.shape[1], math.prod(x.shape[2:])), dtype=x.dtype)
     zero = np.zeros((), dx.numpy().dtype)[()]
     geometry = (_as_3d(x.shape[2:], 1), _as_3d(Y.shape[2:], 1), _as_3d(kernels, 1),
                 _as_3d(strides, 1), _as_3d(heads, 0), _as_3d(dilations, 1))
