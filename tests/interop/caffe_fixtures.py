@@ -40,13 +40,15 @@ def draw(seed, params):
     return weights
 
 
-def write_caffemodel(path, spec, legacy_blobs=False):
-    """The case's weights as a .caffemodel (BlobProto `shape`, or legacy num/channels/h/w)."""
+def caffemodel(layers, name="random_weights", legacy_blobs=False):
+    """A NetParameter holding `layer name -> [arrays]` as a .caffemodel does (float32 blobs,
+    BlobProto `shape`, or legacy num/channels/height/width)."""
     from food101.interop.caffe import caffe_pb2
-    model = caffe_pb2.NetParameter(name="random_weights")
-    for name, arrays in draw(spec["seed"], spec["params"]).items():
-        layer = model.layer.add(name=name)
+    model = caffe_pb2.NetParameter(name=name)
+    for layer_name, arrays in layers.items():
+        layer = model.layer.add(name=layer_name)
         for a in arrays:
+            a = np.asarray(a, np.float32)
             blob = layer.blobs.add()
             if legacy_blobs:
                 dims = [1] * (4 - a.ndim) + list(a.shape)
@@ -54,6 +56,12 @@ def write_caffemodel(path, spec, legacy_blobs=False):
             else:
                 blob.shape.dim.extend(a.shape)
             blob.data.extend(a.ravel().tolist())
+    return model
+
+
+def write_caffemodel(path, spec, legacy_blobs=False):
+    """The case's weights as a .caffemodel (BlobProto `shape`, or legacy num/channels/h/w)."""
+    model = caffemodel(draw(spec["seed"], spec["params"]), legacy_blobs=legacy_blobs)
     with open(path, "wb") as f:
         f.write(model.SerializeToString())
     return path

@@ -2,7 +2,6 @@
 model load like a zoo folder (load_backbone), get a new head where their classifier is (the last
 FC, or SqueezeNet's last 1x1 conv before the global pool), train with the backbone frozen, and
 the frozen audit stays clean."""
-import io
 import os
 import warnings
 
@@ -14,7 +13,7 @@ import torch.nn as nn
 from food101 import zoo
 from food101.caffe2 import workspace
 from food101.interop.backbone import load_backbone
-from food101.interop.caffe import caffe_pb2, netfile
+from food101.interop.caffe import netfile
 from food101.zoo.model import find_classifier
 from tests.interop import caffe_fixtures as cf
 
@@ -91,13 +90,7 @@ def _write_caffe_folder(folder):
                "bn1": [rs.randn(6) * 0.1, rs.rand(6) + 0.5, np.array([1.0])],
                "scale1": [rs.rand(6) + 0.5, rs.randn(6) * 0.1],
                "conv_head": [rs.randn(10, 6, 1, 1) * 0.3, rs.randn(10) * 0.1]}
-    model = caffe_pb2.NetParameter(name="tiny")
-    for name, arrays in weights.items():
-        layer = model.layer.add(name=name)
-        for a in arrays:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(a.shape)
-            blob.data.extend(np.asarray(a, np.float32).ravel())
+    model = cf.caffemodel(weights, name="tiny")
     with open(os.path.join(folder, "tiny.caffemodel"), "wb") as f:
         f.write(model.SerializeToString())
 

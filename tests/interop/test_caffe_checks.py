@@ -26,15 +26,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "fire2/squeeze1x1" top: "fc"
 
 
 def _weights(**layers):
-    """A NetParameter holding `layer name -> [arrays]` as a .caffemodel does."""
-    model = caffe_pb2.NetParameter()
-    for name, arrays in layers.items():
-        layer = model.layer.add(name=name)
-        for a in arrays:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(a.shape)
-            blob.data.extend(np.asarray(a, np.float32).ravel().tolist())
-    return model
+    return cf.caffemodel(layers)
 
 
 def _tiny(text=TINY):

@@ -94,13 +94,7 @@ def test_squeezenet_deploy_translates_to_the_model_zoo_predict_net():
     and arguments (up to spelled-out defaults; the zoo names the output `softmaxout`)."""
     spec, _ = cf.case("squeezenet_v1_1")
     net = netfile.read_net(cf.net_path(CASES["squeezenet_v1_1"]))
-    weights = caffe_pb2.NetParameter()
-    for layer_name, arrays in cf.draw(spec["seed"], spec["params"]).items():
-        layer = weights.layer.add(name=layer_name)
-        for a in arrays:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(a.shape)
-            blob.data.extend(a.ravel())
+    weights = cf.caffemodel(cf.draw(spec["seed"], spec["params"]))
     predict, params = caffe_translator.TranslateModel(net, weights, is_test=True)
     zoo = load_net(os.path.join(ZOO, "predict_net.pb"))
     rename = {"prob": "softmaxout"}
@@ -227,15 +221,7 @@ def test_bad_files_give_clear_errors(tmp_path):
 # ------------------------------------------------------------- layers past Caffe2's translator
 def _numpy_net(text, feeds, weights=None):
     net = netfile.parse_text(text, caffe_pb2.NetParameter())
-    pretrained = None
-    if weights:
-        pretrained = caffe_pb2.NetParameter()
-        for name, arrays in weights.items():
-            layer = pretrained.layer.add(name=name)
-            for a in arrays:
-                blob = layer.blobs.add()
-                blob.shape.dim.extend(a.shape)
-                blob.data.extend(np.asarray(a, np.float32).ravel())
+    pretrained = cf.caffemodel(weights) if weights else None
     t = translator.translate(net, pretrained)
     return run_nets(t.init_net(), t.predict_net(), feeds), t
 
@@ -302,13 +288,7 @@ def test_input_mean_is_subtracted_by_a_first_op():
 
 def test_remove_legacy_pad_keeps_the_outputs():
     spec, outputs = cf.case("squeezenet_v1_1")
-    weights = caffe_pb2.NetParameter()
-    for layer_name, arrays in cf.draw(spec["seed"], spec["params"]).items():
-        layer = weights.layer.add(name=layer_name)
-        for a in arrays:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(a.shape)
-            blob.data.extend(a.ravel())
+    weights = cf.caffemodel(cf.draw(spec["seed"], spec["params"]))
     net = netfile.read_net(cf.net_path(CASES["squeezenet_v1_1"]))
     predict, params = caffe_translator.TranslateModel(net, weights, is_test=True,
                                                       remove_legacy_pad=True,

@@ -12,6 +12,7 @@ from food101.caffe2.utils import ArgsToDict, external_reads
 from food101.interop.caffe import caffe_pb2, translator
 from food101.train import config as C
 from food101.train.loop import build_training_nets
+from tests.interop import caffe_fixtures as cf
 
 EPS = 1e-5
 
@@ -56,13 +57,7 @@ layer { name: "bn1" type: "BatchNorm" bottom: "x" top: "x" batch_norm_param { mo
 
 
 def _caffemodel(blobs, name="bn1"):
-    model = caffe_pb2.NetParameter(name="w")
-    layer = model.layer.add(name=name)
-    for a in blobs:
-        blob = layer.blobs.add()
-        blob.shape.dim.extend(np.asarray(a).shape)
-        blob.data.extend(np.asarray(a, np.float32).ravel().tolist())
-    return model
+    return cf.caffemodel({name: blobs}, name="w")
 
 
 def _pretrained(rng, channels):
