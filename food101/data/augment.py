@@ -116,24 +116,23 @@ def mean_values(mean, channels, height, width, device=None):
     checked against the images' size; a torch tensor on `device` when a device is given."""
     if is_mean_image(mean):
         check_mean_image(mean, (channels, height, width))
-        if device is not None:
-            if isinstance(mean, torch.Tensor) and mean.device == torch.device(device) \
-                    and mean.dtype == torch.float32:
-                return mean
-            return torch.as_tensor(np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean,
-                                              np.float32)).to(device)
-        return np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean, np.float32)
-    if mean is None:
-        values = np.zeros(channels, np.float32)
-    else:
-        values = np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean,
-                            np.float32).reshape(-1)
+        if device is None:
+            return _float_array(mean)
+        if isinstance(mean, torch.Tensor) and mean.device == torch.device(device) \
+                and mean.dtype == torch.float32:
+            return mean  # already where it is used (Augment copies it there once)
+        return torch.as_tensor(_float_array(mean)).to(device)
+    values = np.zeros(channels, np.float32) if mean is None else _float_array(mean).reshape(-1)
     if values.size == 1:
         values = np.repeat(values, channels)
     if values.size != channels:
         raise ValueError("mean has %d values for %d channels" % (values.size, channels))
     values = values.reshape(channels, 1, 1)
     return values if device is None else torch.from_numpy(values).to(device)
+
+
+def _float_array(mean):
+    return np.asarray(mean.cpu() if isinstance(mean, torch.Tensor) else mean, np.float32)
 
 
 def _crop_numpy(images, tops, lefts, flips, crop, mean, scale, channels_last):
